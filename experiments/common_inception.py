@@ -1,0 +1,53 @@
+"""Settings shared by the Inception-v4 / Inception-ResNet experiments (paper 1).
+
+Full setting (the paper, section 5): ImageNet-1k at 299x299, RMSProp with decay 0.9 and eps 1.0,
+learning rate 0.045 decayed by 0.94 every two epochs, gradient clipping at 2.0, evaluation with a
+running average of the parameters, dropout keep 0.8. The paper trained on 20 replicas without naming
+the per-replica batch; 32 per replica (TF-slim's trainer) gives the global batch of 640 used here. The
+number of epochs is not stated either; 100 follows Inception-v3's schedule. Label smoothing 0.1 comes
+from Inception-v3 (the v4 paper is silent on it).
+
+CPU setting (`--config=runlocal`): scikit-learn's 8x8 digits upsampled to 75x75 (the smallest input the
+valid-padded stems accept), networks at 1/8 width, a few hundred steps.
+"""
+import ml_collections
+
+from inception_zoo.train import classification
+
+
+def inception_config(model_name: str, arg: str | None) -> ml_collections.ConfigDict:
+  c = classification.base_config()
+  c.name = model_name
+  c.model_name = model_name
+  c.label_smoothing = 0.1
+  c.optimizer = ml_collections.ConfigDict(dict(
+      name="rmsprop", decay=0.9, eps=1.0, momentum=0.9, nesterov=False, b1=0.9, b2=0.999,
+      weight_decay=4e-5, wd_mask=r".*kernel", grad_clip=2.0))
+  c.schedule = ml_collections.ConfigDict(dict(
+      name="exponential", base_lr=0.045, decay_rate=0.94, decay_epochs=2.0, warmup_epochs=0.0,
+      end_lr_fraction=0.0))
+  if arg == "runlocal":
+    c.model = ml_collections.ConfigDict(dict(width=0.125, bn_momentum=0.9))
+    c.input.update(data="digits", train_split="train", eval_split="test", batch_size=64,
+                   eval_batch_size=120, pp_train="gray_to_rgb|resize(75)|value_range(-1, 1)",
+                   pp_eval="gray_to_rgb|resize(75)|value_range(-1, 1)", num_threads=2)
+    c.total_steps = 300
+    c.schedule.decay_epochs = 4.0
+    c.ema_decay = 0.99
+    c.log_every = 25
+    c.eval_every = 0
+    c.checkpoint_every = 100
+  elif arg in (None, "", "full"):
+    c.model = ml_collections.ConfigDict(dict(width=1.0, bn_momentum=0.9997))
+    c.input.update(data="tfds:imagenet2012", train_split="train", eval_split="validation",
+                   batch_size=640, eval_batch_size=1000, num_threads=32,
+                   pp_train="decode|inception_crop(299)|flip_lr|value_range(-1, 1)",
+                   pp_eval="decode|resize_small(342)|central_crop(299)|value_range(-1, 1)")
+    c.num_epochs = 100.0
+    c.ema_decay = 0.9999
+    c.log_every = 100
+    c.eval_every = 10_000
+    c.checkpoint_every = 5_000
+  else:
+    raise ValueError(f"unknown setting '{arg}' (runlocal, full)")
+  return c

@@ -1,0 +1,134 @@
+"""Checkpoints with Orbax.
+
+- `Checkpoints(workdir)`: the training run's periodic/final saves (train state + JSON metadata with the
+  input position), keep-N, and `restore_latest` which a trainer calls before anything else. A step
+  that fails to restore (a save cut short on a filesystem without atomic renames, a damaged file) is
+  skipped with a warning and the previous one is tried, so nothing saved before it is lost.
+- `save_weights` / `load_weights`: params-only checkpoints (a converted timm model, another run's
+  weights) that `config.init_from` loads into a fresh state, resetting the classifier when the number
+  of classes differs.
+"""
+import json
+import logging
+import os
+from typing import Any, Dict, Optional, Tuple
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from inception_zoo.errors import UserError
+from inception_zoo.sharding import path_str
+
+WEIGHTS_META = "inception_zoo.json"
+
+
+def abstract_like(tree, shardings=None):
+  """ShapeDtypeStructs (with target shardings) that tell Orbax how to lay a restore out."""
+  if shardings is None:
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)), tree)
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+
+
+class Checkpoints:
+  """Orbax CheckpointManager over `workdir/checkpoints`."""
+
+  def __init__(self, workdir: str, *, keep: int = 3, every_steps: int = 0):
+    self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    self.every_steps = every_steps
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                           enable_async_checkpointing=False)
+    self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                         item_names=("state", "meta"))
+
+  def should_save(self, step: int) -> bool:
+    return bool(self.every_steps) and step % self.every_steps == 0
+
+  def save(self, step: int, state, meta: Dict[str, Any]):
+    if step in self.manager.all_steps():
+      return
+    self.manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+    self.manager.wait_until_finished()
+
+  def latest_step(self) -> Optional[int]:
+    return self.manager.latest_step()
+
+  def restore_latest(self, abstract_state) -> Optional[Tuple[int, Any, Dict[str, Any]]]:
+    """(step, state, meta) of the newest checkpoint that restores, or None for a fresh run."""
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      try:
+        out = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+        return step, out["state"], dict(out["meta"])
+      except Exception as e:  # a damaged step must not cost the ones before it
+        logging.warning("checkpoint at step %d in %s does not restore (%s); trying an older one",
+                        step, self.directory, str(e).splitlines()[0] if str(e) else type(e).__name__)
+    return None
+
+  def close(self):
+    self.manager.close()
+
+
+def save_weights(directory: str, variables: Dict[str, Any], meta: Dict[str, Any]):
+  """Params-only checkpoint: `variables` = {'params': ..., 'batch_stats': ...} plus a JSON card."""
+  directory = os.path.abspath(directory)
+  if os.path.exists(os.path.join(directory, "variables")):
+    raise UserError(f"{directory} already holds weights; choose another --out")
+  ckptr = ocp.StandardCheckpointer()
+  ckptr.save(os.path.join(directory, "variables"), variables)
+  ckptr.wait_until_finished()
+  if jax.process_index() == 0:
+    with open(os.path.join(directory, WEIGHTS_META), "w") as f:
+      json.dump(meta, f, indent=2)
+
+
+def load_weights(directory: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+  """(variables as numpy arrays, card) from `save_weights`, or a one-line error naming the problem."""
+  directory = os.path.abspath(directory)
+  path = os.path.join(directory, "variables")
+  if not os.path.isdir(directory):
+    raise UserError(f"weights directory {directory} does not exist")
+  if not os.path.isdir(path):
+    raise UserError(f"{directory} holds no weights (expected {path}, written by inception_zoo.convert "
+                    f"or a finished run)")
+  try:
+    ckptr = ocp.StandardCheckpointer()
+    meta_tree = ckptr.metadata(path).item_metadata
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=_cpu0()), meta_tree)
+    variables = ckptr.restore(path, target)
+  except Exception as e:
+    raise UserError(f"cannot read weights in {path}: {str(e).splitlines()[0]}")
+  card = {}
+  if os.path.exists(os.path.join(directory, WEIGHTS_META)):
+    with open(os.path.join(directory, WEIGHTS_META)) as f:
+      card = json.load(f)
+  return jax.tree.map(np.asarray, variables), card
+
+
+def _cpu0():
+  return jax.sharding.SingleDeviceSharding(jax.local_devices(backend="cpu")[0])
+
+
+def merge_weights(fresh: Dict[str, Any], loaded: Dict[str, Any], head: str) -> Tuple[Dict[str, Any], list]:
+  """`fresh` variables with every leaf replaced by the loaded one of the same path and shape.
+
+  Leaves under the module named `head` whose shape differs (another number of classes) keep their
+  fresh initialisation; any other missing or mis-shaped leaf is an error. Returns (merged, reset paths).
+  """
+  flat = {path_str(p): v for p, v in jax.tree_util.tree_flatten_with_path(loaded)[0]}
+  reset = []
+
+  def take(path, x):
+    name = path_str(path)
+    if name not in flat:
+      raise UserError(f"loaded weights have no '{name}' (were they made for another model?)")
+    y = flat[name]
+    if tuple(y.shape) == tuple(x.shape):
+      return np.asarray(y, dtype=x.dtype)
+    if f"/{head}/" in f"/{name}":
+      reset.append(name)
+      return x
+    raise UserError(f"loaded '{name}' has shape {tuple(y.shape)}, the model needs {tuple(x.shape)}")
+
+  return jax.tree_util.tree_map_with_path(take, fresh), reset

@@ -1,0 +1,80 @@
+"""Random-access data sources by name.
+
+- `digits`: scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10 classes; no download),
+  split once into 1,437 train / 360 test images, stratified with a fixed seed.
+- `tfds:<name>` (e.g. `tfds:imagenet2012`): a prepared TensorFlow Datasets dataset read with
+  `tfds.data_source` (ArrayRecord, random access, no TensorFlow needed).
+
+A source has `len()` and `[i] -> {"image": HWC uint8, "label": int}`.
+"""
+import dataclasses
+import functools
+from typing import Any, Callable, Dict, Optional
+
+import numpy as np
+
+from inception_zoo.errors import UserError, did_you_mean
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  source: Any
+  num_classes: int
+
+  def __len__(self):
+    return len(self.source)
+
+
+class ArraySource:
+  """In-memory images and labels as a grain-compatible random-access source."""
+
+  def __init__(self, images: np.ndarray, labels: np.ndarray):
+    self.images, self.labels = images, labels
+
+  def __len__(self):
+    return len(self.labels)
+
+  def __getitem__(self, i):
+    return {"image": self.images[i], "label": int(self.labels[i])}
+
+
+@functools.lru_cache(maxsize=None)
+def _digits_split(seed: int = 0, test_fraction: float = 0.2):
+  from sklearn.datasets import load_digits
+  from sklearn.model_selection import train_test_split
+  digits = load_digits()
+  # 0..16 grey levels -> uint8 0..255, one channel.
+  images = np.round(digits.images * (255 / 16)).astype(np.uint8)[..., None]
+  return train_test_split(images, digits.target, test_size=test_fraction, random_state=seed,
+                          stratify=digits.target)
+
+
+def digits(split: str, data_dir: Optional[str] = None) -> Dataset:
+  del data_dir
+  x_train, x_test, y_train, y_test = _digits_split()
+  if split not in ("train", "test"):
+    raise UserError(f"dataset 'digits' has splits 'train' and 'test'; got '{split}'")
+  return Dataset(ArraySource(*((x_train, y_train) if split == "train" else (x_test, y_test))), 10)
+
+
+def tfds_source(name: str, split: str, data_dir: Optional[str] = None) -> Dataset:
+  import tensorflow_datasets as tfds
+  try:
+    source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+    num_classes = tfds.builder(name, data_dir=data_dir).info.features["label"].num_classes
+  except Exception as e:  # tfds raises several types (not found, not prepared, bad split)
+    raise UserError(f"cannot read tfds dataset '{name}' split '{split}' (prepare it with "
+                    f"`tfds build {name}`; ImageNet needs --manual_dir): {str(e).splitlines()[0]}")
+  return Dataset(source, num_classes)
+
+
+_DATASETS: Dict[str, Callable[..., Dataset]] = {"digits": digits}
+
+
+def get_dataset(name: str, split: str, data_dir: Optional[str] = None) -> Dataset:
+  if name.startswith("tfds:"):
+    return tfds_source(name[len("tfds:"):], split, data_dir)
+  if name not in _DATASETS:
+    raise UserError(f"unknown dataset '{name}'{did_you_mean(name, _DATASETS)} "
+                    f"(embedded: {sorted(_DATASETS)}; or 'tfds:<name>')")
+  return _DATASETS[name](split, data_dir)

@@ -1,0 +1,214 @@
+"""Preprocessing ops registered by name and composed from a string.
+
+    fn = build("decode|inception_crop(299)|flip_lr|value_range(-1, 1)")
+    example = fn({"image": jpeg_bytes, "label": 3}, np.random.default_rng(0))
+
+Every op works on one example (a dict with at least "image", HWC uint8 until `value_range`) and gets a
+`np.random.Generator`; the pipeline derives that generator from the seed and the example's position,
+so augmentations replay exactly on resume. Ops are numpy/PIL so they run in grain's reader threads.
+"""
+import ast
+import io
+import math
+from typing import Any, Callable, Dict, List, Tuple
+
+import numpy as np
+from PIL import Image
+
+from inception_zoo.errors import UserError, did_you_mean
+
+Example = Dict[str, Any]
+Op = Callable[[Example, np.random.Generator], Example]
+_OPS: Dict[str, Callable[..., Op]] = {}
+
+
+def register_op(fn: Callable[..., Op]) -> Callable[..., Op]:
+  _OPS[fn.__name__] = fn
+  return fn
+
+
+def _parse(spec: str) -> Tuple[str, list, dict]:
+  try:
+    call = ast.parse(spec.strip(), mode="eval").body
+    if isinstance(call, ast.Name):
+      return call.id, [], {}
+    if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Name):
+      raise SyntaxError
+    args = [ast.literal_eval(a) for a in call.args]
+    kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
+    return call.func.id, args, kwargs
+  except (SyntaxError, ValueError):
+    raise UserError(f"cannot parse preprocessing op '{spec.strip()}' (expected name or name(args))")
+
+
+def build(pp: str) -> Op:
+  """Composes the ops of a '|'-separated string into one function (ex, rng) -> ex."""
+  ops: List[Op] = []
+  for spec in filter(str.strip, pp.split("|")):
+    name, args, kwargs = _parse(spec)
+    if name not in _OPS:
+      raise UserError(f"unknown preprocessing op '{name}'{did_you_mean(name, _OPS)}")
+    try:
+      ops.append(_OPS[name](*args, **kwargs))
+    except TypeError as e:
+      raise UserError(f"bad arguments for preprocessing op '{spec.strip()}': {e}")
+
+  def apply(example: Example, rng: np.random.Generator) -> Example:
+    example = dict(example)
+    for op in ops:
+      example = op(example, rng)
+    return example
+
+  return apply
+
+
+def _size(size) -> Tuple[int, int]:
+  return (size, size) if isinstance(size, int) else tuple(size)
+
+
+def _resize(image: np.ndarray, hw: Tuple[int, int], method: str = "bilinear") -> np.ndarray:
+  resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST,
+              "area": Image.BOX}[method]
+  squeeze = image.ndim == 3 and image.shape[-1] == 1
+  pil = Image.fromarray(image[..., 0] if squeeze else image)
+  out = np.asarray(pil.resize((hw[1], hw[0]), resample))
+  return out[..., None] if squeeze else out
+
+
+@register_op
+def decode(channels: int = 3) -> Op:
+  """Encoded image bytes -> HWC uint8 (already-decoded arrays pass through)."""
+  def op(ex, rng):
+    if isinstance(ex["image"], (bytes, np.bytes_)):
+      img = Image.open(io.BytesIO(ex["image"]))
+      ex["image"] = np.asarray(img.convert("RGB" if channels == 3 else "L"))
+      if channels == 1:
+        ex["image"] = ex["image"][..., None]
+    return ex
+  return op
+
+
+@register_op
+def gray_to_rgb() -> Op:
+  def op(ex, rng):
+    if ex["image"].shape[-1] == 1:
+      ex["image"] = np.repeat(ex["image"], 3, axis=-1)
+    return ex
+  return op
+
+
+@register_op
+def resize(size, method: str = "bilinear") -> Op:
+  def op(ex, rng):
+    ex["image"] = _resize(ex["image"], _size(size), method)
+    return ex
+  return op
+
+
+@register_op
+def resize_small(size: int, method: str = "bilinear") -> Op:
+  """Resizes so that the shorter side is `size`, keeping the aspect ratio."""
+  def op(ex, rng):
+    h, w = ex["image"].shape[:2]
+    s = size / min(h, w)
+    ex["image"] = _resize(ex["image"], (max(1, round(h * s)), max(1, round(w * s))), method)
+    return ex
+  return op
+
+
+@register_op
+def central_crop(size) -> Op:
+  th, tw = _size(size)
+
+  def op(ex, rng):
+    h, w = ex["image"].shape[:2]
+    if h < th or w < tw:
+      raise UserError(f"central_crop({size}) needs an image of at least that size; got {h}x{w}")
+    y, x = (h - th) // 2, (w - tw) // 2
+    ex["image"] = ex["image"][y:y + th, x:x + tw]
+    return ex
+  return op
+
+
+def sample_inception_box(h: int, w: int, rng: np.random.Generator, area_min: float,
+                         area_max: float, aspect=(3 / 4, 4 / 3), attempts: int = 10):
+  """A random box covering area_min..area_max percent of the image (Inception-v1 augmentation).
+
+  Falls back to the whole image when no box fits in `attempts` tries, as tf.image does.
+  """
+  for _ in range(attempts):
+    area = h * w * rng.uniform(area_min, area_max) / 100
+    ratio = math.exp(rng.uniform(math.log(aspect[0]), math.log(aspect[1])))
+    ch, cw = round(math.sqrt(area / ratio)), round(math.sqrt(area * ratio))
+    if 0 < ch <= h and 0 < cw <= w:
+      y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+      return y, x, ch, cw
+  return 0, 0, h, w
+
+
+@register_op
+def inception_crop(size, area_min: float = 5, area_max: float = 100, method: str = "bilinear",
+                   return_box: bool = False) -> Op:
+  """Random-area, random-aspect crop resized to `size`.
+
+  With `return_box=True` the crop's box in the source image, (ymin, xmin, ymax, xmax) in [0, 1], is
+  stored under "box" (pixel-level self-supervision needs where the crop came from).
+  """
+  def op(ex, rng):
+    h, w = ex["image"].shape[:2]
+    y, x, ch, cw = sample_inception_box(h, w, rng, area_min, area_max)
+    ex["image"] = _resize(ex["image"][y:y + ch, x:x + cw], _size(size), method)
+    if return_box:
+      ex["box"] = np.array([y / h, x / w, (y + ch) / h, (x + cw) / w], np.float32)
+    return ex
+  return op
+
+
+@register_op
+def random_crop(size, pad: int = 0) -> Op:
+  """Random `size` crop after zero-padding each side by `pad` pixels."""
+  th, tw = _size(size)
+
+  def op(ex, rng):
+    img = ex["image"]
+    if pad:
+      img = np.pad(img, ((pad, pad), (pad, pad), (0, 0)))
+    h, w = img.shape[:2]
+    y, x = int(rng.integers(0, h - th + 1)), int(rng.integers(0, w - tw + 1))
+    ex["image"] = img[y:y + th, x:x + tw]
+    return ex
+  return op
+
+
+@register_op
+def flip_lr(p: float = 0.5) -> Op:
+  def op(ex, rng):
+    if rng.uniform() < p:
+      ex["image"] = ex["image"][:, ::-1]
+      if "box" in ex:  # the box now reads mirrored
+        ymin, xmin, ymax, xmax = ex["box"]
+        ex["box"] = np.array([ymin, 1 - xmax, ymax, 1 - xmin], np.float32)
+    return ex
+  return op
+
+
+@register_op
+def value_range(vmin: float = -1, vmax: float = 1, in_min: float = 0, in_max: float = 255) -> Op:
+  """Maps [in_min, in_max] linearly onto [vmin, vmax] as float32."""
+  scale = (vmax - vmin) / (in_max - in_min)
+
+  def op(ex, rng):
+    ex["image"] = ((np.asarray(ex["image"], np.float32) - in_min) * scale + vmin).astype(np.float32)
+    return ex
+  return op
+
+
+@register_op
+def keep(*keys: str) -> Op:
+  def op(ex, rng):
+    return {k: ex[k] for k in keys}
+  return op
+
+
+def list_ops() -> List[str]:
+  return sorted(_OPS)

@@ -1,0 +1,101 @@
+"""Building blocks shared by the convolutional families.
+
+Submodule names follow timm's module tree (`conv`, `bn`, list members `layers_<i>`), so that
+`inception_zoo.convert` maps a timm state dict onto Flax parameters by a rule instead of a table.
+"""
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from inception_zoo.errors import UserError
+
+IntPair = Union[int, Tuple[int, int]]
+
+# He-normal suits ReLU networks trained from scratch (TF-slim's Inception used a similar scaled init).
+conv_init = nn.initializers.variance_scaling(2.0, "fan_in", "truncated_normal")
+
+
+def _pair(v: IntPair) -> Tuple[int, int]:
+  return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def torch_padding(padding: IntPair) -> Sequence[Tuple[int, int]]:
+  """PyTorch's symmetric `padding=(ph, pw)` as Flax explicit padding."""
+  ph, pw = _pair(padding)
+  return ((ph, ph), (pw, pw))
+
+
+class ConvBN(nn.Module):
+  """Convolution without bias, BatchNorm, ReLU: the Inception papers' basic unit.
+
+  `padding` counts pixels per side as in the papers' code; 0 is the figures' "V" (valid).
+  """
+  features: int
+  kernel_size: IntPair
+  strides: IntPair = 1
+  padding: IntPair = 0
+  bn_momentum: float = 0.9
+  bn_eps: float = 1e-3
+  act: bool = True
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, *, train: bool):
+    x = nn.Conv(self.features, _pair(self.kernel_size), _pair(self.strides),
+                padding=torch_padding(self.padding), use_bias=False, kernel_init=conv_init,
+                dtype=self.dtype, name="conv")(x)
+    x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
+                     epsilon=self.bn_eps, dtype=self.dtype, name="bn")(x)
+    return nn.relu(x) if self.act else x
+
+
+class Pool(nn.Module):
+  """3x3 pooling as the Inception figures use it: max (valid, stride 2) or average (same, stride 1).
+
+  Average pooling excludes padded pixels from the mean (PyTorch `count_include_pad=False`, TF 'SAME').
+  """
+  kind: str  # 'max' | 'avg'
+  window: int = 3
+  strides: int = 1
+  padding: int = 0
+
+  def __call__(self, x, *, train: bool = False):
+    del train
+    window, strides = (self.window,) * 2, (self.strides,) * 2
+    pad = torch_padding(self.padding)
+    if self.kind == "max":
+      return nn.max_pool(x, window, strides, pad)
+    return nn.avg_pool(x, window, strides, pad, count_include_pad=False)
+
+
+class Seq(nn.Module):
+  """A chain of modules that all take `train`; members are named `layers_<i>` (timm: `.<i>.`).
+
+  `capture` lists member indices whose outputs are returned as well, for feature extraction.
+  Members may be built inside the caller's compact method: each is re-bound here, so its
+  parameters live under this module whatever name the caller's scope gave it.
+  """
+  layers: Sequence[nn.Module]
+
+  @nn.compact
+  def __call__(self, x, *, train: bool, capture: Sequence[int] = ()) -> Any:
+    feats: Dict[int, Any] = {}
+    for i, layer in enumerate(self.layers):
+      x = layer.clone(parent=self, name=f"layers_{i}")(x, train=train)
+      if i in capture:
+        feats[i] = x
+    return (x, feats) if capture else x
+
+
+def check_image(x, model: str, min_size: int, channels: Optional[int] = None):
+  """One-line error for an input a model cannot take (wrong rank, too small, wrong channels)."""
+  if x.ndim != 4:
+    raise UserError(f"{model} expects images of shape (batch, height, width, channels); "
+                    f"got an array of shape {tuple(x.shape)}")
+  h, w = x.shape[1:3]
+  if h < min_size or w < min_size:
+    raise UserError(f"{model} needs images of at least {min_size}x{min_size} pixels "
+                    f"(its valid-padded stem and reductions); got {h}x{w}")
+  if channels is not None and x.shape[-1] != channels:
+    raise UserError(f"{model} was built for {channels}-channel images; got {x.shape[-1]} channels")

@@ -1,0 +1,149 @@
+"""Meshes and parameter sharding rules, named in the config and never in a module.
+
+A config names the mesh (`config.mesh = {'data': -1, 'fsdp': 1}`; -1 takes the remaining devices) and
+a list of rules `(regex, spec)` matched against each state leaf's path, e.g.
+`params/features/layers_9/branch0/conv/kernel` or `opt_state/1/0/mu/features/.../kernel` (optimizer
+moments follow their parameter because the parameter path is part of theirs). The first matching rule
+wins. A spec is
+
+- `'replicate'`: a full copy on every device;
+- `'fsdp'`: split the largest dimension that the `fsdp` axis divides (when the leaf has at least
+  `fsdp_min_size` elements; smaller leaves are replicated, as their all-gathers cost more than they save);
+- a tuple of mesh axis names / None per dimension, e.g. `(None, None, None, 'model')`.
+
+The batch is split over every data-like axis (`data` and `fsdp`), so FSDP is data parallelism whose
+parameters and optimizer state are stored in slices and gathered by XLA when used.
+"""
+import re
+from typing import Any, Dict, Iterable, List, Sequence, Tuple
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from inception_zoo.errors import UserError
+
+DATA_AXES = ("data", "fsdp")
+
+# Data parallelism everywhere; FSDP slices any leaf of at least 2^14 elements over the `fsdp` axis
+# (a no-op while that axis has size 1).
+DEFAULT_RULES = ((".*", "fsdp"),)
+
+
+def make_mesh(axes: Dict[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """Mesh with the named axis sizes; one axis may be -1 to take the remaining devices."""
+  devices = list(devices if devices is not None else jax.devices())
+  names, sizes = list(axes.keys()), list(axes.values())
+  if sizes.count(-1) > 1:
+    raise UserError(f"mesh {dict(axes)}: at most one axis may be -1")
+  known = int(np.prod([s for s in sizes if s != -1]))
+  if -1 in sizes:
+    if len(devices) % known:
+      raise UserError(f"mesh {dict(axes)} does not divide {len(devices)} devices")
+    sizes[sizes.index(-1)] = len(devices) // known
+  if int(np.prod(sizes)) != len(devices):
+    raise UserError(f"mesh {dict(zip(names, sizes))} needs {int(np.prod(sizes))} devices; "
+                    f"{len(devices)} are available")
+  # Auto axes: shardings are given at jit boundaries and XLA propagates them inside the step.
+  return jax.make_mesh(tuple(sizes), tuple(names), devices=devices,
+                       axis_types=(jax.sharding.AxisType.Auto,) * len(names))
+
+
+def batch_spec(mesh: Mesh, ndim: int = 1) -> P:
+  axes = tuple(a for a in DATA_AXES if a in mesh.axis_names)
+  return P(axes, *([None] * (ndim - 1)))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, batch_spec(mesh))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def path_str(path) -> str:
+  """'params/features/layers_0/conv/kernel' for a pytree key path."""
+  parts = []
+  for k in path:
+    for attr in ("key", "name", "idx"):
+      if hasattr(k, attr):
+        parts.append(str(getattr(k, attr)))
+        break
+  return "/".join(parts)
+
+
+def _fsdp_spec(shape: Tuple[int, ...], mesh: Mesh, min_size: int) -> P:
+  n = mesh.shape.get("fsdp", 1)
+  if n == 1 or int(np.prod(shape, dtype=np.int64)) < min_size:
+    return P()
+  for dim in sorted(range(len(shape)), key=lambda d: -shape[d]):
+    if shape[dim] % n == 0:
+      spec = [None] * len(shape)
+      spec[dim] = "fsdp"
+      return P(*spec)
+  return P()
+
+
+def _explicit_spec(path: str, shape, spec: Sequence[Any], mesh: Mesh, pattern: str) -> P:
+  if len(spec) != len(shape):
+    raise UserError(f"sharding rule '{pattern}' gives {len(spec)} dims for '{path}' of shape {shape}")
+  for dim, axis in zip(shape, spec):
+    axes = () if axis is None else (axis,) if isinstance(axis, str) else tuple(axis)
+    for a in axes:
+      if a not in mesh.axis_names:
+        raise UserError(f"sharding rule '{pattern}' names mesh axis '{a}'; the mesh has "
+                        f"{mesh.axis_names}")
+    size = int(np.prod([mesh.shape[a] for a in axes]))
+    if dim % size:
+      raise UserError(f"sharding rule '{pattern}': dimension {dim} of '{path}' {tuple(shape)} "
+                      f"does not divide over {axes} ({size} devices)")
+  return P(*spec)
+
+
+def infer_shardings(tree: Any, mesh: Mesh, rules: Iterable[Tuple[str, Any]] = DEFAULT_RULES,
+                    fsdp_min_size: int = 2 ** 14) -> Any:
+  """NamedSharding for every leaf of `tree` (arrays or ShapeDtypeStructs) from the first matching rule.
+
+  Raises a one-line UserError for a rule that matches no leaf, a leaf no rule matches, an axis the
+  mesh lacks, or a dimension that does not divide.
+  """
+  rules = [(re.compile(pattern), pattern, spec) for pattern, spec in rules]
+  used = set()
+
+  def one(path, leaf):
+    name, shape = path_str(path), tuple(getattr(leaf, "shape", ()))
+    for regex, pattern, spec in rules:
+      if regex.fullmatch(name):
+        used.add(pattern)
+        if spec == "replicate" or not shape:
+          return NamedSharding(mesh, P())
+        if spec == "fsdp":
+          return NamedSharding(mesh, _fsdp_spec(shape, mesh, fsdp_min_size))
+        return NamedSharding(mesh, _explicit_spec(name, shape, spec, mesh, pattern))
+    raise UserError(f"no sharding rule matches '{name}'; add a catch-all rule such as ('.*', 'replicate')")
+
+  out = jax.tree_util.tree_map_with_path(one, tree)
+  unused = [pattern for _, pattern, _ in rules if pattern not in used]
+  if unused:
+    raise UserError(f"sharding rule '{unused[0]}' matches no parameter or optimizer-state path")
+  return out
+
+
+def describe(tree: Any, shardings: Any) -> List[Tuple[str, Tuple[int, ...], str, int]]:
+  """(path, shape, spec, bytes per device) for every leaf, for the printed sharding table."""
+  rows = []
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  for (path, leaf), sh in zip(leaves, jax.tree.leaves(shardings)):
+    shard = sh.shard_shape(leaf.shape)
+    nbytes = int(np.prod(shard, dtype=np.int64)) * np.dtype(leaf.dtype).itemsize
+    rows.append((path_str(path), tuple(leaf.shape), str(sh.spec), nbytes))
+  return rows
+
+
+def format_table(rows) -> str:
+  width = max(len(r[0]) for r in rows)
+  lines = [f"{'path':<{width}}  {'shape':<22} {'spec':<28} bytes/device"]
+  lines += [f"{p:<{width}}  {str(s):<22} {sp:<28} {b:,}" for p, s, sp, b in rows]
+  lines.append(f"total bytes per device: {sum(r[3] for r in rows):,}")
+  return "\n".join(lines)

@@ -1,0 +1,255 @@
+"""The generic supervised image-classification trainer most experiments call.
+
+    python -m experiments.inception_v4 --config=runlocal --workdir=/tmp/iv4
+
+`train_and_evaluate(config, workdir)` resumes from the workdir's newest checkpoint before anything else
+(else loads `config.init_from` weights), trains with jitted steps sharded over the config's mesh,
+evaluates top-1/top-5 on the held-out split, writes metrics, saves checkpoints, and returns the final
+evaluation. `evaluate(config, workdir)` (`--config.mode=eval`) scores a workdir or imported weights.
+"""
+import logging
+import sys
+import time
+from typing import Any, Dict
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import tqdm
+
+from inception_zoo import ckpt, sharding
+from inception_zoo.data import datasets, pipeline, pp
+from inception_zoo.errors import UserError
+from inception_zoo.metrics import MetricWriter, check_finite
+from inception_zoo.registry import create_model
+from inception_zoo.train import optim
+from inception_zoo.train.state import (Preemption, TrainState, ema_update, global_batch, init_state,
+                                       keep_if_finite, restore_or_init, step_rng)
+
+
+def cross_entropy(logits, labels, num_classes: int, smoothing: float = 0.0):
+  targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), smoothing) if smoothing else \
+      jax.nn.one_hot(labels, num_classes)
+  return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+
+
+def make_train_step(model, tx, schedule, config):
+  num_classes = model.num_classes
+
+  def train_step(state: TrainState, batch):
+    def loss_fn(params):
+      (logits, _), updates = model.apply(
+          {"params": params, "batch_stats": state.batch_stats}, batch["image"], train=True,
+          mutable=["batch_stats"], rngs={"dropout": step_rng(config.seed, state.step)})
+      loss = cross_entropy(logits, batch["label"], num_classes, config.label_smoothing).mean()
+      return loss, (logits, updates["batch_stats"])
+
+    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    new = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                        opt_state=opt_state,
+                        ema_params=ema_update(state.ema_params, params, state.step, config.ema_decay))
+    grad_norm = optax.global_norm(grads)
+    new = keep_if_finite(jnp.isfinite(loss) & jnp.isfinite(grad_norm), new, state)
+    metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
+               "grad_norm": grad_norm, "learning_rate": schedule(state.step)}
+    return new, metrics
+
+  return train_step
+
+
+def make_eval_step(model, use_ema: bool):
+  k = min(5, model.num_classes)
+
+  def eval_step(state: TrainState, batch):
+    params = state.ema_params if use_ema else state.params
+    logits, _ = model.apply({"params": params, "batch_stats": state.batch_stats}, batch["image"],
+                            train=False)
+    mask, labels = batch["mask"], batch["label"]
+    top_k = jax.lax.top_k(logits, k)[1]
+    return {"top1": jnp.sum((top_k[:, 0] == labels) * mask),
+            f"top{k}": jnp.sum(jnp.any(top_k == labels[:, None], axis=-1) * mask),
+            "loss": jnp.sum(cross_entropy(logits, labels, model.num_classes) * mask),
+            "count": jnp.sum(mask)}
+
+  return eval_step
+
+
+class Setup:
+  """Everything a run derives from its config before the first step (shared by train and eval)."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+    self.config, self.workdir = config, workdir
+    inp = config.input
+    self.mesh = sharding.make_mesh(config.mesh.to_dict())
+    self.train_data = datasets.get_dataset(inp.data, inp.train_split, inp.get("data_dir"))
+    self.eval_data = datasets.get_dataset(inp.data, inp.eval_split, inp.get("data_dir"))
+    self.pp_train, self.pp_eval = pp.build(inp.pp_train), pp.build(inp.pp_eval)
+    train_shape = pipeline.preview(self.train_data.source, self.pp_train)["image"].shape
+    eval_shape = pipeline.preview(self.eval_data.source, self.pp_eval)["image"].shape
+    if train_shape != eval_shape:
+      raise UserError(f"pp_train gives images of shape {train_shape} but pp_eval {eval_shape}")
+    self.image_shape = train_shape
+    num_classes = config.get("num_classes") or self.train_data.num_classes
+    self.model = create_model(config.model_name, num_classes=num_classes, **config.model.to_dict())
+    self.steps_per_epoch = pipeline.steps_per_epoch(len(self.train_data), inp.batch_size)
+    self.total_steps = config.get("total_steps") or int(round(config.num_epochs * self.steps_per_epoch))
+    self.schedule = optim.make_schedule(config, self.steps_per_epoch, self.total_steps)
+    abstract_params = jax.eval_shape(
+        lambda: self.model.init(jax.random.key(0), jnp.zeros((1, *self.image_shape))))["params"]
+    self.tx = optim.make_optimizer(config, self.schedule, abstract_params)
+    self.state, self.shardings = init_state(self.model, self.tx, self.image_shape, self.mesh,
+                                            config.get("sharding_rules", sharding.DEFAULT_RULES),
+                                            config.seed)
+    self.checkpoints = ckpt.Checkpoints(workdir, keep=config.keep_checkpoints,
+                                        every_steps=config.checkpoint_every)
+    self.state, self.meta = restore_or_init(config, self.state, self.shardings, self.checkpoints,
+                                            head=getattr(self.model, "head_name", "head"))
+    batch_sharding = sharding.batch_sharding(self.mesh)
+    self.eval_step = jax.jit(make_eval_step(self.model, bool(config.ema_decay)),
+                             in_shardings=(self.shardings, batch_sharding))
+
+  def evaluate(self) -> Dict[str, float]:
+    sums: Dict[str, float] = {}
+    for local in pipeline.eval_batches(self.eval_data.source, self.pp_eval,
+                                       global_batch=self.config.input.eval_batch_size,
+                                       num_threads=self.config.input.num_threads):
+      out = self.eval_step(self.state, global_batch(self.mesh, local))
+      for k, v in jax.device_get(out).items():
+        sums[k] = sums.get(k, 0.0) + float(v)
+    count = sums.pop("count")
+    return {f"eval/{k}": v / count for k, v in sums.items()}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
+  s = Setup(config, workdir)
+  cfg, main = config, jax.process_index() == 0
+  start = int(jax.device_get(s.state.step))
+  if s.meta.get("input", {}).get("global_batch", cfg.input.batch_size) != cfg.input.batch_size:
+    raise UserError(f"{workdir} was trained with batch size {s.meta['input']['global_batch']}; "
+                    f"resuming with {cfg.input.batch_size} would change which examples come next")
+  writer = MetricWriter(workdir)
+  writer.write_config(cfg)
+  if start >= s.total_steps:
+    logging.info("%s is already at step %d of %d", workdir, start, s.total_steps)
+  batch_sharding = sharding.batch_sharding(s.mesh)
+  train_step = jax.jit(make_train_step(s.model, s.tx, s.schedule, cfg),
+                       in_shardings=(s.shardings, batch_sharding),
+                       out_shardings=(s.shardings, sharding.replicated(s.mesh)), donate_argnums=0)
+  batches = pipeline.train_batches(s.train_data.source, s.pp_train, global_batch=cfg.input.batch_size,
+                                   seed=cfg.seed, start_batch=start, num_threads=cfg.input.num_threads)
+
+  def meta(step):
+    return {"input": {"seed": cfg.seed, "global_batch": cfg.input.batch_size, "next_batch": step},
+            "config": cfg.to_dict()}
+
+  interactive = sys.stderr.isatty()
+  bar = tqdm.tqdm(total=s.total_steps, initial=start, disable=not main, unit="step", dynamic_ncols=True,
+                  mininterval=0.5 if interactive else 30, desc=cfg.model_name, file=sys.stderr)
+  sums: Dict[str, float] = {}
+  pending, count, t_log = [], 0, time.time()
+  result: Dict[str, float] = {}
+
+  def settle():
+    """Waits for the dispatched steps, stops at the first non-finite loss, accumulates metrics."""
+    nonlocal count
+    for step, metrics in pending:
+      metrics = jax.device_get(metrics)
+      check_finite(step, float(metrics["loss"]))
+      for k, v in metrics.items():
+        sums[k] = sums.get(k, 0.0) + float(v)
+      count += 1
+      bar.set_postfix(loss=f"{float(metrics['loss']):.3f}", refresh=False)
+    pending.clear()
+
+  with Preemption() as preemption:
+    for step in range(start + 1, s.total_steps + 1):
+      s.state, metrics = train_step(s.state, global_batch(s.mesh, next(batches)))
+      settle()  # the previous step, while this one runs
+      pending.append((step, metrics))
+      bar.update(1)
+      last = step == s.total_steps
+      log = step % cfg.log_every == 0 or last
+      evaluate_now = (cfg.eval_every and step % cfg.eval_every == 0) or last
+      save = s.checkpoints.should_save(step) or last or preemption.requested
+      if log or evaluate_now or save:
+        settle()  # nothing is logged or saved past a non-finite step
+      if log and count:
+        row = {f"train/{k}": v / count for k, v in sums.items()}
+        row["train/steps_per_sec"] = count / (time.time() - t_log)
+        writer.write(step, row)
+        sums, count, t_log = {}, 0, time.time()
+      if evaluate_now:
+        result = s.evaluate()
+        writer.write(step, result)
+        if main:
+          bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items()))
+      if save:
+        s.checkpoints.save(step, s.state, meta(step))
+      if preemption.requested:
+        bar.close()
+        raise SystemExit(f"pre-empted (SIGTERM) at step {step}; checkpoint saved in {workdir}; "
+                         f"run the same command to resume")
+  bar.close()
+  if not result:  # nothing left to train: report the restored model
+    result = s.evaluate()
+  writer.close()
+  s.checkpoints.close()
+  if main:
+    print(f"{cfg.model_name}: held-out top-1 {result['eval/top1']:.4f} "
+          f"({len(s.eval_data)} images, step {int(jax.device_get(s.state.step))})")
+  return result
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
+  """Scores the newest checkpoint in `workdir`, or `config.init_from` weights when it has none."""
+  s = Setup(config, workdir)
+  if not s.meta and not config.get("init_from"):
+    raise UserError(f"nothing to evaluate: {workdir} has no checkpoint and config.init_from is empty")
+  result = s.evaluate()
+  s.checkpoints.close()
+  if jax.process_index() == 0:
+    print(f"{config.model_name}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items()))
+  return result
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
+  modes = {"train": train_and_evaluate, "eval": evaluate}
+  if config.mode not in modes:
+    raise UserError(f"unknown mode '{config.mode}' (train, eval)")
+  return modes[config.mode](config, workdir)
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every field this trainer reads, with neutral defaults; experiments set what differs."""
+  c = ml_collections.ConfigDict()
+  c.name = "run"                 # default workdir name under workdirs/
+  c.seed = 0
+  c.mode = "train"               # 'train' | 'eval'
+  c.model_name = ""
+  c.model = ml_collections.ConfigDict()  # keyword options of create_model
+  c.num_classes = 0              # 0: the dataset's
+  c.init_from = ""               # params-only weights (inception_zoo.convert or a run's export)
+  c.input = ml_collections.ConfigDict(dict(
+      data="", data_dir=None, train_split="train", eval_split="test", batch_size=64,
+      eval_batch_size=128, pp_train="", pp_eval="", num_threads=4))
+  c.num_epochs = 1.0
+  c.total_steps = 0              # 0: num_epochs * steps per epoch
+  c.optimizer = ml_collections.ConfigDict(dict(
+      name="sgd", momentum=0.9, nesterov=False, decay=0.9, eps=1e-8, b1=0.9, b2=0.999,
+      weight_decay=0.0, wd_mask=r".*kernel", grad_clip=0.0))
+  c.schedule = ml_collections.ConfigDict(dict(
+      name="constant", base_lr=0.1, decay_rate=0.94, decay_epochs=2.0, warmup_epochs=0.0,
+      end_lr_fraction=0.0))
+  c.label_smoothing = 0.0
+  c.ema_decay = 0.0              # 0: evaluate the raw parameters
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
+  c.sharding_rules = sharding.DEFAULT_RULES
+  c.log_every = 50
+  c.eval_every = 0               # 0: only at the end
+  c.checkpoint_every = 1000
+  c.keep_checkpoints = 3
+  return c

@@ -1,0 +1,67 @@
+"""Optimizers and learning-rate schedules from the config.
+
+`config.optimizer`:
+  name: 'rmsprop' (the paper: decay 0.9, eps 1.0), 'sgd' (momentum, nesterov) or 'adamw' (b1, b2);
+  weight_decay and wd_mask (regex on parameter paths that decay; by default conv/dense kernels only),
+  grad_clip (global-norm clipping; the paper clips at 2.0; 0 = off).
+`config.schedule`:
+  name: 'exponential' (base_lr * decay_rate ** floor(epoch / decay_epochs): the paper's 0.045 x 0.94
+  every two epochs), 'cosine' or 'constant'; warmup_epochs of linear warm-up for any of them.
+"""
+import re
+
+import jax
+import ml_collections
+import optax
+
+from inception_zoo.errors import UserError
+from inception_zoo.sharding import path_str
+
+
+def make_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int,
+                  total_steps: int) -> optax.Schedule:
+  s = config.schedule
+  warmup = int(round(s.get("warmup_epochs", 0.0) * steps_per_epoch))
+  if s.name == "exponential":
+    main = optax.exponential_decay(s.base_lr, transition_steps=max(1, round(s.decay_epochs * steps_per_epoch)),
+                                   decay_rate=s.decay_rate, staircase=True)
+  elif s.name == "cosine":
+    main = optax.cosine_decay_schedule(s.base_lr, decay_steps=max(1, total_steps - warmup),
+                                       alpha=s.get("end_lr_fraction", 0.0))
+  elif s.name == "constant":
+    main = optax.constant_schedule(s.base_lr)
+  else:
+    raise UserError(f"unknown schedule '{s.name}' (exponential, cosine, constant)")
+  if not warmup:
+    return main
+  return optax.join_schedules([optax.linear_schedule(0.0, s.base_lr, warmup), main], [warmup])
+
+
+def decay_mask(params, pattern: str):
+  """True for the parameters whose path matches `pattern` (these get weight decay)."""
+  regex = re.compile(pattern)
+  return jax.tree_util.tree_map_with_path(lambda p, _: bool(regex.fullmatch(path_str(p))), params)
+
+
+def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule,
+                   params) -> optax.GradientTransformation:
+  o = config.optimizer
+  wd = o.get("weight_decay", 0.0)
+  mask = decay_mask(params, o.get("wd_mask", r".*kernel"))
+  if o.name == "rmsprop":
+    # TensorFlow's RMSProp, as the paper used: eps inside the square root, mean square starting at 1.
+    core = optax.rmsprop(schedule, decay=o.decay, eps=o.eps, initial_scale=1.0,
+                         momentum=o.get("momentum", 0.0) or None)
+  elif o.name == "sgd":
+    core = optax.sgd(schedule, momentum=o.get("momentum", 0.9), nesterov=o.get("nesterov", False))
+  elif o.name == "adamw":  # decoupled decay, applied by adamw itself
+    core = optax.adamw(schedule, b1=o.get("b1", 0.9), b2=o.get("b2", 0.999), eps=o.get("eps", 1e-8),
+                       weight_decay=wd, mask=mask)
+  else:
+    raise UserError(f"unknown optimizer '{o.name}' (rmsprop, sgd, adamw)")
+  parts = []
+  if o.get("grad_clip", 0.0):
+    parts.append(optax.clip_by_global_norm(o.grad_clip))
+  if wd and o.name != "adamw":  # L2 regularisation, as TF-slim's weight decay
+    parts.append(optax.add_decayed_weights(wd, mask))
+  return optax.chain(*parts, core)

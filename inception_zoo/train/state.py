@@ -1,0 +1,113 @@
+"""Train state and the pieces every trainer shares: sharded init, resume, pretrained init, batches.
+
+The state is a pytree with no Python-side state: the per-step random key is derived from the seed
+and the step, and the input position is the step, so a checkpoint of this state is a full resume.
+"""
+import logging
+import signal
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from inception_zoo import ckpt, sharding
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  ema_params: Any  # the parameters' exponential moving average; same as params when EMA is off
+
+
+def init_state(model: nn.Module, tx: optax.GradientTransformation, image_shape: Tuple[int, ...],
+               mesh: jax.sharding.Mesh, rules, seed: int) -> Tuple[TrainState, Any]:
+  """Initialises the state directly in its sharded layout: shapes first (`eval_shape`), then a jitted
+  init whose `out_shardings` place every leaf, so no device ever holds the whole model unless the
+  rules replicate it. Returns (state, shardings)."""
+
+  def init(rng):
+    variables = model.init({"params": rng, "dropout": rng}, jnp.zeros((1, *image_shape)), train=False)
+    params = variables["params"]
+    return TrainState(step=jnp.zeros([], jnp.int32), params=params,
+                      batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
+                      ema_params=params)
+
+  rng = jax.random.key(seed)
+  abstract = jax.eval_shape(init, rng)
+  shardings = sharding.infer_shardings(abstract, mesh, rules)
+  return jax.jit(init, out_shardings=shardings)(rng), shardings
+
+
+def step_rng(seed: int, step) -> jax.Array:
+  return jax.random.fold_in(jax.random.key(seed), step)
+
+
+def ema_update(ema, params, step, decay: float):
+  """TF's ExponentialMovingAverage with num_updates: the decay ramps up as (1 + t) / (10 + t)."""
+  if not decay:
+    return params
+  d = jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+  return jax.tree.map(lambda e, p: d * e + (1 - d) * p, ema, params)
+
+
+def keep_if_finite(ok, new, old):
+  """`new` where `ok`, else `old`: a NaN step leaves the state exactly as it was."""
+  # One conditional over the whole state compiles far faster than a select per leaf.
+  return jax.lax.cond(ok, lambda: new, lambda: old)
+
+
+def restore_or_init(config: ml_collections.ConfigDict, state: TrainState, shardings, checkpoints,
+                    head: str) -> Tuple[TrainState, Dict[str, Any]]:
+  """The workdir's newest checkpoint before anything else; else `config.init_from` weights.
+
+  Returns (state, meta); meta is {} for a fresh run.
+  """
+  restored = checkpoints.restore_latest(ckpt.abstract_like(state, shardings))
+  if restored is not None:
+    step, state, meta = restored
+    logging.info("resumed from step %d", step)
+    return state, meta
+  if config.get("init_from"):
+    loaded, card = ckpt.load_weights(config.init_from)
+    fresh = {"params": state.params, "batch_stats": state.batch_stats}
+    merged, reset = ckpt.merge_weights(jax.device_get(fresh), loaded, head)
+    if reset:
+      logging.info("init_from %s: classifier reset (%s)", config.init_from, ", ".join(reset))
+    merged = jax.device_put(merged, {"params": shardings.params, "batch_stats": shardings.batch_stats})
+    # The optimizer state stays freshly initialised: its moments start from zero for new weights.
+    state = state.replace(params=merged["params"], batch_stats=merged["batch_stats"],
+                          ema_params=merged["params"])
+  return state, {}
+
+
+def global_batch(mesh: jax.sharding.Mesh, local: Dict[str, np.ndarray]) -> Dict[str, jax.Array]:
+  """This process's rows -> global arrays split over the mesh's data axes."""
+  return {k: jax.make_array_from_process_local_data(
+      jax.sharding.NamedSharding(mesh, sharding.batch_spec(mesh, np.ndim(v))), np.asarray(v))
+          for k, v in local.items()}
+
+
+class Preemption:
+  """Records SIGTERM (a pre-empted VM, a cluster's time limit) so the loop can save and stop."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous: Optional[Callable] = None
+
+  def __enter__(self):
+    self._previous = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    self.requested = True
+
+  def __exit__(self, *exc):
+    signal.signal(signal.SIGTERM, self._previous or signal.SIG_DFL)
