@@ -84,30 +84,43 @@ def save_weights(directory: str, variables: Dict[str, Any], meta: Dict[str, Any]
 
 
 def load_weights(directory: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-  """(variables as numpy arrays, card) from `save_weights`, or a one-line error naming the problem."""
+  """(variables as numpy arrays, card) for `init_from`, or a one-line error naming the problem.
+
+  `directory` is either a `save_weights` directory (e.g. from inception_zoo.convert) or another run's
+  workdir, whose newest checkpoint gives its evaluated weights (the parameter EMA when it had one).
+  """
   directory = os.path.abspath(directory)
-  path = os.path.join(directory, "variables")
   if not os.path.isdir(directory):
     raise UserError(f"weights directory {directory} does not exist")
+  run = os.path.join(directory, "checkpoints")
+  if os.path.isdir(run):
+    steps = sorted((int(d) for d in os.listdir(run) if d.isdigit()), reverse=True)
+    if not steps:
+      raise UserError(f"{run} holds no finished checkpoint")
+    state = _restore_numpy(os.path.join(run, str(steps[0]), "state"))
+    return ({"params": state["ema_params"], "batch_stats": state["batch_stats"]},
+            {"source": f"run:{directory}", "step": steps[0]})
+  path = os.path.join(directory, "variables")
   if not os.path.isdir(path):
-    raise UserError(f"{directory} holds no weights (expected {path}, written by inception_zoo.convert "
-                    f"or a finished run)")
-  try:
-    ckptr = ocp.StandardCheckpointer()
-    meta_tree = ckptr.metadata(path).item_metadata
-    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=_cpu0()), meta_tree)
-    variables = ckptr.restore(path, target)
-  except Exception as e:
-    raise UserError(f"cannot read weights in {path}: {str(e).splitlines()[0]}")
+    raise UserError(f"{directory} holds no weights (expected {path} from inception_zoo.convert, "
+                    f"or a run's checkpoints/)")
   card = {}
   if os.path.exists(os.path.join(directory, WEIGHTS_META)):
     with open(os.path.join(directory, WEIGHTS_META)) as f:
       card = json.load(f)
-  return jax.tree.map(np.asarray, variables), card
+  return _restore_numpy(path), card
 
 
-def _cpu0():
-  return jax.sharding.SingleDeviceSharding(jax.local_devices(backend="cpu")[0])
+def _restore_numpy(path: str) -> Dict[str, Any]:
+  """Any Orbax pytree checkpoint, whatever mesh wrote it, as numpy arrays on this host."""
+  try:
+    ckptr = ocp.StandardCheckpointer()
+    meta_tree = ckptr.metadata(path).item_metadata
+    cpu = jax.sharding.SingleDeviceSharding(jax.local_devices(backend="cpu")[0])
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=cpu), meta_tree)
+    return jax.tree.map(np.asarray, ckptr.restore(path, target))
+  except Exception as e:
+    raise UserError(f"cannot read the checkpoint in {path}: {str(e).splitlines()[0]}")
 
 
 def merge_weights(fresh: Dict[str, Any], loaded: Dict[str, Any], head: str) -> Tuple[Dict[str, Any], list]:

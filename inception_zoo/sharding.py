@@ -31,7 +31,10 @@ DEFAULT_RULES = ((".*", "fsdp"),)
 
 
 def make_mesh(axes: Dict[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:
-  """Mesh with the named axis sizes; one axis may be -1 to take the remaining devices."""
+  """Mesh with the named axis sizes; one axis may be -1 to take the remaining devices.
+
+  Without -1, a mesh smaller than the machine uses its first devices (single-process only).
+  """
   devices = list(devices if devices is not None else jax.devices())
   names, sizes = list(axes.keys()), list(axes.values())
   if sizes.count(-1) > 1:
@@ -41,9 +44,11 @@ def make_mesh(axes: Dict[str, int], devices: Sequence[jax.Device] | None = None)
     if len(devices) % known:
       raise UserError(f"mesh {dict(axes)} does not divide {len(devices)} devices")
     sizes[sizes.index(-1)] = len(devices) // known
-  if int(np.prod(sizes)) != len(devices):
-    raise UserError(f"mesh {dict(zip(names, sizes))} needs {int(np.prod(sizes))} devices; "
+  need = int(np.prod(sizes))
+  if need > len(devices) or need < len(devices) and jax.process_count() > 1:
+    raise UserError(f"mesh {dict(zip(names, sizes))} needs {need} devices; "
                     f"{len(devices)} are available")
+  devices = devices[:need]  # a smaller mesh uses the first devices (e.g. a 1-device run)
   # Auto axes: shardings are given at jit boundaries and XLA propagates them inside the step.
   return jax.make_mesh(tuple(sizes), tuple(names), devices=devices,
                        axis_types=(jax.sharding.AxisType.Auto,) * len(names))

@@ -182,28 +182,29 @@ class InceptionV4(nn.Module):
   """Returns `(logits, features)`: features holds C1..C5 (nominal strides 2..32) and pre_logits."""
   num_classes: int = 1000
   width: float = 1.0
+  depths: Tuple[int, int, int] = (4, 7, 3)  # Inception-A, -B, -C blocks (Fig. 9)
   drop_rate: float = 0.2  # "Dropout (keep 0.8)"
   bn_momentum: float = 0.9997  # TF-slim's Inception batch-norm decay
   dtype: Any = jnp.float32
 
   head_name = "last_linear"  # timm's classifier name (weight conversion, head reset)
-  # Indices of `features` whose outputs are C1..C5 (as timm's feature_info).
-  feature_indices = (2, 3, 9, 17, 21)
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
     check_image(x, "inception_v4", MIN_SIZE)
     conv = functools.partial(ConvBN, bn_momentum=self.bn_momentum, dtype=self.dtype)
     c = scaled(self.width)
+    n_a, n_b, n_c = self.depths
     blocks = (stem_v4(conv, c)
-              + [InceptionA(conv, c) for _ in range(4)]
+              + [InceptionA(conv, c) for _ in range(n_a)]
               + [ReductionA(conv, c, (192, 224, 256, 384))]
-              + [InceptionB(conv, c) for _ in range(7)]
+              + [InceptionB(conv, c) for _ in range(n_b)]
               + [ReductionB(conv, c)]
-              + [InceptionC(conv, c) for _ in range(3)])
-    x, feats = Seq(blocks, name="features")(x.astype(self.dtype), train=train,
-                                             capture=self.feature_indices)
-    out = {f"C{i + 1}": feats[j] for i, j in enumerate(self.feature_indices)}
+              + [InceptionC(conv, c) for _ in range(n_c)])
+    # Block indices whose outputs are C1..C5 (timm's feature_info: 2, 3, 9, 17, 21 at full depth).
+    taps = (2, 3, 5 + n_a, 6 + n_a + n_b, len(blocks) - 1)
+    x, feats = Seq(blocks, name="features")(x.astype(self.dtype), train=train, capture=taps)
+    out = {f"C{i + 1}": feats[j] for i, j in enumerate(taps)}
     logits, out["pre_logits"] = classifier_head(x, num_classes=self.num_classes, train=train,
                                                 drop_rate=self.drop_rate, name="last_linear")
     return logits, out

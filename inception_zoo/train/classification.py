@@ -42,7 +42,7 @@ def make_train_step(model, tx, schedule, config):
     def loss_fn(params):
       (logits, _), updates = model.apply(
           {"params": params, "batch_stats": state.batch_stats}, batch["image"], train=True,
-          mutable=["batch_stats"], rngs={"dropout": step_rng(config.seed, state.step)})
+          mutable=["batch_stats"], rngs={"dropout": step_rng(state)})
       loss = cross_entropy(logits, batch["label"], num_classes, config.label_smoothing).mean()
       return loss, (logits, updates["batch_stats"])
 
@@ -52,7 +52,7 @@ def make_train_step(model, tx, schedule, config):
     new = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                         opt_state=opt_state,
                         ema_params=ema_update(state.ema_params, params, state.step, config.ema_decay))
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     new = keep_if_finite(jnp.isfinite(loss) & jnp.isfinite(grad_norm), new, state)
     metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
                "grad_norm": grad_norm, "learning_rate": schedule(state.step)}
@@ -102,8 +102,8 @@ class Setup:
         lambda: self.model.init(jax.random.key(0), jnp.zeros((1, *self.image_shape))))["params"]
     self.tx = optim.make_optimizer(config, self.schedule, abstract_params)
     self.state, self.shardings = init_state(self.model, self.tx, self.image_shape, self.mesh,
-                                            config.get("sharding_rules", sharding.DEFAULT_RULES),
-                                            config.seed)
+                                            config.sharding_rules, config.seed,
+                                            config.fsdp_min_size)
     self.checkpoints = ckpt.Checkpoints(workdir, keep=config.keep_checkpoints,
                                         every_steps=config.checkpoint_every)
     self.state, self.meta = restore_or_init(config, self.state, self.shardings, self.checkpoints,
@@ -128,9 +128,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   s = Setup(config, workdir)
   cfg, main = config, jax.process_index() == 0
   start = int(jax.device_get(s.state.step))
-  if s.meta.get("input", {}).get("global_batch", cfg.input.batch_size) != cfg.input.batch_size:
-    raise UserError(f"{workdir} was trained with batch size {s.meta['input']['global_batch']}; "
-                    f"resuming with {cfg.input.batch_size} would change which examples come next")
+  for key, now in (("global_batch", cfg.input.batch_size), ("seed", cfg.seed)):
+    before = s.meta.get("input", {}).get(key, now)
+    if before != now:
+      raise UserError(f"{workdir} was trained with {key} {before}; resuming with {now} would change "
+                      f"which examples come next (use a new workdir)")
   writer = MetricWriter(workdir)
   writer.write_config(cfg)
   if start >= s.total_steps:
@@ -248,6 +250,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.ema_decay = 0.0              # 0: evaluate the raw parameters
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
   c.sharding_rules = sharding.DEFAULT_RULES
+  c.fsdp_min_size = 2 ** 14      # leaves smaller than this stay replicated under 'fsdp' rules
   c.log_every = 50
   c.eval_every = 0               # 0: only at the end
   c.checkpoint_every = 1000

@@ -1,7 +1,8 @@
 """Train state and the pieces every trainer shares: sharded init, resume, pretrained init, batches.
 
-The state is a pytree with no Python-side state: the per-step random key is derived from the seed
-and the step, and the input position is the step, so a checkpoint of this state is a full resume.
+The state is a pytree with no Python-side state: the per-step random key is derived from the state's
+key and the step, and the input position is the step, so a checkpoint of this state is a full resume.
+The seed enters only as data (the initial key), so runs that differ in seed share compiled code.
 """
 import logging
 import signal
@@ -25,10 +26,12 @@ class TrainState:
   batch_stats: Any
   opt_state: Any
   ema_params: Any  # the parameters' exponential moving average; same as params when EMA is off
+  rng: jax.Array   # raw key data (uint32) for dropout and other per-step randomness
 
 
 def init_state(model: nn.Module, tx: optax.GradientTransformation, image_shape: Tuple[int, ...],
-               mesh: jax.sharding.Mesh, rules, seed: int) -> Tuple[TrainState, Any]:
+               mesh: jax.sharding.Mesh, rules, seed: int,
+               fsdp_min_size: int = 2 ** 14) -> Tuple[TrainState, Any]:
   """Initialises the state directly in its sharded layout: shapes first (`eval_shape`), then a jitted
   init whose `out_shardings` place every leaf, so no device ever holds the whole model unless the
   rules replicate it. Returns (state, shardings)."""
@@ -38,16 +41,16 @@ def init_state(model: nn.Module, tx: optax.GradientTransformation, image_shape: 
     params = variables["params"]
     return TrainState(step=jnp.zeros([], jnp.int32), params=params,
                       batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
-                      ema_params=params)
+                      ema_params=params, rng=jax.random.key_data(jax.random.fold_in(rng, 1)))
 
   rng = jax.random.key(seed)
   abstract = jax.eval_shape(init, rng)
-  shardings = sharding.infer_shardings(abstract, mesh, rules)
+  shardings = sharding.infer_shardings(abstract, mesh, rules, fsdp_min_size)
   return jax.jit(init, out_shardings=shardings)(rng), shardings
 
 
-def step_rng(seed: int, step) -> jax.Array:
-  return jax.random.fold_in(jax.random.key(seed), step)
+def step_rng(state: TrainState) -> jax.Array:
+  return jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
 
 
 def ema_update(ema, params, step, decay: float):
@@ -84,7 +87,7 @@ def restore_or_init(config: ml_collections.ConfigDict, state: TrainState, shardi
     merged = jax.device_put(merged, {"params": shardings.params, "batch_stats": shardings.batch_stats})
     # The optimizer state stays freshly initialised: its moments start from zero for new weights.
     state = state.replace(params=merged["params"], batch_stats=merged["batch_stats"],
-                          ema_params=merged["params"])
+                          ema_params=jax.tree.map(jnp.copy, merged["params"]))  # own buffers: donated
   return state, {}
 
 

@@ -1,0 +1,36 @@
+"""Test session setup: 8 fake CPU devices (sharding tests need them; other tests pick a 1-device mesh),
+a persistent XLA compilation cache shared by the tests of one run, and small shared fixtures."""
+import os
+
+# Must happen before jax is imported anywhere.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".jax_cache"))
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 2.0)
+
+
+def pytest_configure(config):
+  if jax.device_count() != 8:
+    raise pytest.UsageError(f"tests need 8 CPU devices; XLA_FLAGS={os.environ.get('XLA_FLAGS')!r} "
+                            f"gave {jax.device_count()} (set it before anything imports jax)")
+
+
+@pytest.fixture
+def digits_config():
+  """A small, fast classification config on embedded digits (1/16-width Inception-v4 with one block
+  per stage, 1 device)."""
+  from experiments.common_inception import inception_config
+  c = inception_config("inception_v4", "runlocal")
+  c.model.width = 0.0625
+  c.model.depths = (1, 1, 1)
+  c.input.batch_size = 32
+  c.input.eval_batch_size = 120
+  c.schedule.warmup_epochs = 0.2
+  c.total_steps = 6
+  c.log_every = 2
+  c.checkpoint_every = 3
+  c.mesh.data = 1
+  return c

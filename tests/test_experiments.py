@@ -1,0 +1,46 @@
+"""Every experiment file: its CPU setting runs a few steps through the command line, and its full
+(paper) setting is consistent: the model builds at the paper's resolution and the real loader's
+preprocessing gives that resolution on mocked ImageNet."""
+import importlib
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import pytest
+import tensorflow_datasets as tfds
+
+from inception_zoo import create_model
+from inception_zoo.data import datasets, pipeline, pp
+
+EXPERIMENTS = sorted(p.stem for p in (pathlib.Path(__file__).parent.parent / "experiments").glob("*.py")
+                     if not p.stem.startswith(("_", "common")))
+# Experiments with a loop of their own (not the classification trainer) test their full setting
+# in their own test file.
+CLASSIFICATION = [n for n in EXPERIMENTS if hasattr(importlib.import_module(f"experiments.{n}"), "get_config")
+                  and importlib.import_module(f"experiments.{n}").get_config("runlocal").get("input")]
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_cpu_setting_runs_a_few_steps(name, tmp_path):
+  module = importlib.import_module(f"experiments.{name}")
+  # One device: sharded steps are tested in test_sharding, and 8-way SPMD compiles far slower.
+  result = module.main(["--config=runlocal", f"--workdir={tmp_path}", "--config.total_steps=2",
+                        "--config.log_every=1", "--config.mesh.data=1"])
+  assert result  # every experiment returns what it measured
+  assert (tmp_path / "metrics.jsonl").exists() or any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("name", CLASSIFICATION)
+def test_full_setting_is_consistent(name):
+  config = importlib.import_module(f"experiments.{name}").get_config(None)
+  assert config.input.batch_size % 8 == 0  # divides over an 8-way data mesh
+  train_fn, eval_fn = pp.build(config.input.pp_train), pp.build(config.input.pp_eval)
+  with tfds.testing.mock_data(num_examples=4):
+    train = datasets.get_dataset(config.input.data, config.input.train_split)
+    val = datasets.get_dataset(config.input.data, config.input.eval_split)
+    shape = pipeline.preview(train.source, train_fn)["image"].shape
+    assert shape == pipeline.preview(val.source, eval_fn)["image"].shape == (299, 299, 3)
+  model = create_model(config.model_name, num_classes=train.num_classes, **config.model.to_dict())
+  variables = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, *shape)))
+  logits, _ = jax.eval_shape(model.apply, variables, jax.ShapeDtypeStruct((2, *shape), jnp.float32))
+  assert logits.shape == (2, 1000)

@@ -1,0 +1,88 @@
+"""Every registered model: forward and backward at a tiny size, feature maps, and input errors."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from inception_zoo import UserError, create_model, list_models
+from inception_zoo.sharding import path_str
+
+MODELS = list_models()
+
+
+def tiny(name, **kwargs):
+  """1/16 width, one block per stage: the same code paths as the paper's sizes, compiled in seconds."""
+  return create_model(name, width=1 / 16, depths=(1, 1, 1), **kwargs)
+
+
+def init(model, x):
+  return jax.jit(model.init)(jax.random.key(1), x)  # eager init would compile op by op
+
+
+def test_registry_lists_the_paper_models():
+  assert {"inception_v4", "inception_resnet_v1", "inception_resnet_v2",
+          "inception_resnet_v2_paper"} <= set(MODELS)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_forward_backward_tiny(name):
+  model = tiny(name, num_classes=7, drop_rate=0.2)
+  x = jax.random.normal(jax.random.key(0), (2, 75, 75, 3))
+  variables = init(model, x)
+
+  def loss(params):
+    (logits, feats), _ = model.apply({"params": params, "batch_stats": variables["batch_stats"]}, x,
+                                     train=True, mutable=["batch_stats"],
+                                     rngs={"dropout": jax.random.key(2)})
+    return jnp.sum(logits ** 2) + sum(jnp.sum(f) for f in feats.values()) * 1e-3, (logits, feats)
+
+  grads, (logits, feats) = jax.jit(jax.grad(loss, has_aux=True))(variables["params"])
+  assert logits.shape == (2, 7)
+  assert np.all(np.isfinite(logits))
+  assert list(feats) == ["C1", "C2", "C3", "C4", "C5", "pre_logits"]
+  reductions = [f.shape[1] for k, f in feats.items() if k != "pre_logits"]
+  assert reductions == sorted(reductions, reverse=True) and reductions[-1] == 1  # 75 px -> 1x1 at C5
+  for path, g in jax.tree_util.tree_flatten_with_path(grads)[0]:
+    assert np.all(np.isfinite(g)), path_str(path)
+    assert np.any(g != 0), f"{name}: no gradient reaches {path_str(path)}"
+
+
+@pytest.mark.parametrize("name", ["inception_v4", "inception_resnet_v2"])
+def test_eval_is_deterministic_and_train_uses_dropout(name):
+  model = tiny(name, num_classes=5, drop_rate=0.5)
+  x = jax.random.normal(jax.random.key(0), (2, 75, 75, 3))
+  v = init(model, x)
+  a, _ = model.apply(v, x)
+  b, _ = model.apply(v, x)
+  np.testing.assert_array_equal(a, b)
+  (c, _), _ = model.apply(v, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.key(3)})
+  (d, _), _ = model.apply(v, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.key(4)})
+  assert not np.allclose(c, d)
+
+
+def test_headless_model_returns_pooled_features():
+  model = tiny("inception_v4", num_classes=0)
+  x = jnp.zeros((1, 75, 75, 3))
+  out, feats = model.apply(init(model, x), x)
+  assert out.shape == (1, feats["C5"].shape[-1])
+  np.testing.assert_array_equal(out, feats["pre_logits"])
+
+
+def test_unknown_model_suggests_the_closest():
+  with pytest.raises(UserError, match=r"unknown model 'inception_v5'; did you mean 'inception_v4'\?"):
+    create_model("inception_v5")
+
+
+def test_unknown_model_option_suggests_the_closest():
+  with pytest.raises(UserError, match=r"has no option 'widht'; did you mean 'width'\?"):
+    create_model("inception_v4", widht=0.5)
+
+
+@pytest.mark.parametrize("shape, message", [
+    ((75, 75, 3), r"expects images of shape \(batch, height, width, channels\); got an array of shape \(75, 75, 3\)"),
+    ((1, 64, 64, 3), r"needs images of at least 75x75 pixels .* got 64x64"),
+])
+def test_bad_image_shape_is_a_one_line_error(shape, message):
+  model = create_model("inception_resnet_v2")
+  with pytest.raises(UserError, match=message):
+    jax.eval_shape(model.init, jax.random.key(0), jnp.zeros(shape))

@@ -1,0 +1,81 @@
+"""Sharded training on 8 CPU devices: data-parallel and FSDP steps equal the single-device step."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
+from inception_zoo import UserError, create_model, sharding
+from inception_zoo.data import datasets, pp
+from inception_zoo.train import classification, optim
+from inception_zoo.train.state import global_batch, init_state
+
+
+def parts(config):
+  model = create_model(config.model_name, num_classes=10, **config.model.to_dict())
+  schedule = optim.make_schedule(config, steps_per_epoch=40, total_steps=100)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 75, 75, 3))))
+  return model, schedule, optim.make_optimizer(config, schedule, shapes["params"])
+
+
+def step_on(config, mesh_axes, initial, fsdp_min_size=2 ** 14):
+  """One train step with the state and batch laid out on a mesh: (new state, metrics, shardings)."""
+  model, schedule, tx = parts(config)
+  mesh = sharding.make_mesh(mesh_axes)
+  shardings = sharding.infer_shardings(initial, mesh, sharding.DEFAULT_RULES, fsdp_min_size)
+  src = datasets.get_dataset("digits", "train").source
+  fn = pp.build(config.input.pp_train)
+  examples = [fn(src[i], None) for i in range(32)]
+  batch = global_batch(mesh, {"image": np.stack([e["image"] for e in examples]),
+                              "label": np.array([e["label"] for e in examples])})
+  step = jax.jit(classification.make_train_step(model, tx, schedule, config),
+                 in_shardings=(shardings, sharding.batch_sharding(mesh)),
+                 out_shardings=(shardings, sharding.replicated(mesh)))
+  new, metrics = step(jax.device_put(initial, shardings), batch)
+  return new, metrics, shardings
+
+
+def test_data_parallel_and_fsdp_equal_single_device(digits_config):
+  model, _, tx = parts(digits_config)
+  state, _ = init_state(model, tx, (75, 75, 3), sharding.make_mesh({"data": 1}),
+                        sharding.DEFAULT_RULES, seed=0)
+  initial = jax.device_get(state)  # every layout starts from these values
+  single, m1, _ = step_on(digits_config, {"data": 1}, initial)
+  dp, m8, _ = step_on(digits_config, {"data": 8}, initial)
+  fsdp, mf, shardings = step_on(digits_config, {"data": 2, "fsdp": 4}, initial, fsdp_min_size=1024)
+  for other, metrics in ((dp, m8), (fsdp, mf)):
+    np.testing.assert_allclose(metrics["loss"], m1["loss"], rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(single.params), jax.tree.leaves(other.params)):
+      np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-5, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(single.batch_stats), jax.tree.leaves(other.batch_stats)):
+      np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-5, rtol=1e-5)
+  # FSDP really slices the large kernels (and their optimizer moments) over the 4-way fsdp axis.
+  kernel = fsdp.params["features"]["layers_10"]["branch2_2"]["conv"]["kernel"]  # (1, 3, 28, 32)
+  assert kernel.shape == (1, 3, 28, 32)
+  assert kernel.sharding.spec == P(None, None, None, "fsdp")
+  assert {s.data.shape for s in kernel.addressable_shards} == {(1, 3, 28, 8)}
+  rows = sharding.describe(fsdp, shardings)
+  sliced = [r for r in rows if "fsdp" in r[2]]
+  assert any(r[0].startswith("opt_state/") for r in sliced) and any(r[0].startswith("params/") for r in sliced)
+  small = fsdp.params["features"]["layers_0"]["bn"]["scale"]  # 2 values: replicated
+  assert small.sharding.spec == P()
+
+
+def test_explicit_rules_and_their_errors():
+  mesh = sharding.make_mesh({"data": 2, "model": 4})
+  tree = {"params": {"dense": {"kernel": jnp.zeros((6, 8))}, "bias": jnp.zeros((8,))}}
+  out = sharding.infer_shardings(tree, mesh, [(r".*kernel", (None, "model")), (".*", "replicate")])
+  assert out["params"]["dense"]["kernel"].spec == P(None, "model")
+  with pytest.raises(UserError, match=r"sharding rule '.\*kernel': dimension 6 .* does not divide over \('model',\)"):
+    sharding.infer_shardings(tree, mesh, [(r".*kernel", ("model", None)), (".*", "replicate")])
+  with pytest.raises(UserError, match=r"sharding rule '.\*attention.\*' matches no parameter"):
+    sharding.infer_shardings(tree, mesh, [(r".*attention.*", "fsdp"), (".*", "replicate")])
+  with pytest.raises(UserError, match="no sharding rule matches 'params/bias'"):
+    sharding.infer_shardings(tree, mesh, [(r".*kernel", "replicate")])
+
+
+def test_mesh_errors():
+  with pytest.raises(UserError, match="needs 16 devices; 8 are available"):
+    sharding.make_mesh({"data": 4, "fsdp": 4})
+  with pytest.raises(UserError, match="does not divide 8 devices"):
+    sharding.make_mesh({"data": -1, "fsdp": 3})
