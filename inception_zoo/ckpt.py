@@ -11,6 +11,7 @@
 import json
 import logging
 import os
+import time
 from typing import Any, Dict, Optional, Tuple
 
 import jax
@@ -23,10 +24,9 @@ from inception_zoo.sharding import path_str
 WEIGHTS_META = "inception_zoo.json"
 
 
-def abstract_like(tree, shardings=None):
-  """ShapeDtypeStructs (with target shardings) that tell Orbax how to lay a restore out."""
-  if shardings is None:
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)), tree)
+def abstract_like(tree, shardings):
+  """ShapeDtypeStructs with the target shardings: they tell Orbax how to lay a restore out, so a
+  checkpoint written on one mesh restores onto another."""
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
 
 
@@ -51,9 +51,6 @@ class Checkpoints:
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
     self.manager.wait_until_finished()
 
-  def latest_step(self) -> Optional[int]:
-    return self.manager.latest_step()
-
   def restore_latest(self, abstract_state) -> Optional[Tuple[int, Any, Dict[str, Any]]]:
     """(step, state, meta) of the newest checkpoint that restores, or None for a fresh run."""
     for step in sorted(self.manager.all_steps(), reverse=True):
@@ -62,9 +59,19 @@ class Checkpoints:
             state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
         return step, out["state"], dict(out["meta"])
       except Exception as e:  # a damaged step must not cost the ones before it
-        logging.warning("checkpoint at step %d in %s does not restore (%s); trying an older one",
-                        step, self.directory, str(e).splitlines()[0] if str(e) else type(e).__name__)
+        aside = self._set_aside(step)
+        logging.warning("checkpoint at step %d does not restore (%s); moved to %s, trying an older one",
+                        step, str(e).splitlines()[0] if str(e) else type(e).__name__, aside)
     return None
+
+  def _set_aside(self, step: int) -> str:
+    """Renames a damaged step out of the manager's sight (kept for inspection, never deleted)."""
+    src = os.path.join(self.directory, str(step))
+    dst = f"{src}.damaged-{int(time.time())}"
+    if jax.process_index() == 0:
+      os.rename(src, dst)
+    self.manager.reload()
+    return dst
 
   def close(self):
     self.manager.close()

@@ -1,4 +1,5 @@
 """Sharded training on 8 CPU devices: data-parallel and FSDP steps equal the single-device step."""
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,8 +15,7 @@ from inception_zoo.train.state import global_batch, init_state
 def parts(config):
   model = create_model(config.model_name, num_classes=10, **config.model.to_dict())
   schedule = optim.make_schedule(config, steps_per_epoch=40, total_steps=100)
-  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 75, 75, 3))))
-  return model, schedule, optim.make_optimizer(config, schedule, shapes["params"])
+  return model, schedule, optim.make_optimizer(config, schedule)
 
 
 def step_on(config, mesh_axes, initial, fsdp_min_size=2 ** 14):
@@ -45,10 +45,10 @@ def test_data_parallel_and_fsdp_equal_single_device(digits_config):
   fsdp, mf, shardings = step_on(digits_config, {"data": 2, "fsdp": 4}, initial, fsdp_min_size=1024)
   for other, metrics in ((dp, m8), (fsdp, mf)):
     np.testing.assert_allclose(metrics["loss"], m1["loss"], rtol=1e-5)
-    for a, b in zip(jax.tree.leaves(single.params), jax.tree.leaves(other.params)):
-      np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-5, rtol=1e-5)
-    for a, b in zip(jax.tree.leaves(single.batch_stats), jax.tree.leaves(other.batch_stats)):
-      np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-5, rtol=1e-5)
+    chex.assert_trees_all_close(jax.device_get(other.params), jax.device_get(single.params),
+                                atol=1e-5, rtol=1e-5)
+    chex.assert_trees_all_close(jax.device_get(other.batch_stats), jax.device_get(single.batch_stats),
+                                atol=1e-5, rtol=1e-5)
   # FSDP really slices the large kernels (and their optimizer moments) over the 4-way fsdp axis.
   kernel = fsdp.params["features"]["layers_10"]["branch2_2"]["conv"]["kernel"]  # (1, 3, 28, 32)
   assert kernel.shape == (1, 3, 28, 32)
@@ -79,3 +79,23 @@ def test_mesh_errors():
     sharding.make_mesh({"data": 4, "fsdp": 4})
   with pytest.raises(UserError, match="does not divide 8 devices"):
     sharding.make_mesh({"data": -1, "fsdp": 3})
+
+
+def test_layout_table_cli(capsys):
+  def total(mesh_flags):
+    sharding.main(["--experiment=inception_resnet_v2", "--config=runlocal", "--config.fsdp_min_size=4096",
+                   *mesh_flags])
+    out = capsys.readouterr().out
+    assert "params/conv2d_1a/conv/kernel" in out and "opt_state/" in out
+    return out, int(out.strip().splitlines()[-1].split(":")[1].replace(",", ""))
+
+  dp_out, dp_bytes = total(["--config.mesh.data=8", "--config.mesh.fsdp=1"])
+  fsdp_out, fsdp_bytes = total(["--config.mesh.data=1", "--config.mesh.fsdp=8"])
+  assert "'fsdp'" in fsdp_out and "'fsdp'" not in dp_out
+  assert fsdp_bytes < dp_bytes / 4  # most bytes sit in large kernels, sliced 8 ways
+
+
+def test_layout_table_cli_errors(capsys):
+  with pytest.raises(SystemExit):
+    sharding.main(["--experiment=inception_v4", "--config=runlocal", "--config.mesh.fsdp=3"])
+  assert capsys.readouterr().err.strip() == "error: mesh {'data': -1, 'fsdp': 3} does not divide 8 devices"

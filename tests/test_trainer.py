@@ -104,3 +104,19 @@ def test_resume_with_another_batch_size_is_refused(digits_config, tmp_path):
   digits_config.total_steps = 2
   with pytest.raises(UserError, match="trained with global_batch 32; resuming with 16"):
     classification.train_and_evaluate(digits_config, str(tmp_path))
+
+
+def test_damaged_newest_checkpoint_is_set_aside_and_the_previous_one_resumes(digits_config, tmp_path, caplog):
+  straight = str(tmp_path / "straight")
+  classification.train_and_evaluate(digits_config, straight)
+  run = str(tmp_path / "run")
+  classification.train_and_evaluate(digits_config, run)  # checkpoints at steps 3 and 6
+  state_dir = tmp_path / "run" / "checkpoints" / "6" / "state"
+  for f in state_dir.rglob("*"):
+    if f.is_file():
+      f.write_bytes(b"\x00" * 7)  # a save cut short
+  classification.train_and_evaluate(digits_config, run)  # resumes from 3 and redoes 4..6
+  assert "checkpoint at step 6 does not restore" in caplog.text
+  assert any(d.name.startswith("6.damaged-") for d in (tmp_path / "run" / "checkpoints").iterdir())
+  for x, y in zip(jax.tree.leaves(final_state(straight, 6)), jax.tree.leaves(final_state(run, 6))):
+    np.testing.assert_array_equal(x, y)

@@ -8,7 +8,6 @@ global batch is the same whatever the number of hosts, and batch k is a pure fun
 
 Evaluation: every example once, in order, the last batch padded and masked.
 """
-import dataclasses
 from typing import Any, Callable, Dict, Iterator
 
 import grain
@@ -18,14 +17,6 @@ import numpy as np
 from inception_zoo.errors import UserError
 
 Batch = Dict[str, np.ndarray]
-
-
-@dataclasses.dataclass(frozen=True)
-class Position:
-  """Where a training input stream stands; stored in checkpoints next to the train state."""
-  seed: int
-  global_batch: int
-  next_batch: int
 
 
 def local_batch_size(global_batch: int) -> int:

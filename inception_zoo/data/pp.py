@@ -208,7 +208,3 @@ def keep(*keys: str) -> Op:
   def op(ex, rng):
     return {k: ex[k] for k in keys}
   return op
-
-
-def list_ops() -> List[str]:
-  return sorted(_OPS)

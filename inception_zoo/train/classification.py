@@ -25,7 +25,7 @@ from inception_zoo.errors import UserError
 from inception_zoo.metrics import MetricWriter, check_finite
 from inception_zoo.registry import create_model
 from inception_zoo.train import optim
-from inception_zoo.train.state import (Preemption, TrainState, ema_update, global_batch, init_state,
+from inception_zoo.train.state import (Preemption, TrainState, ema_update, global_batch,
                                        keep_if_finite, restore_or_init, step_rng)
 
 
@@ -98,16 +98,12 @@ class Setup:
     self.steps_per_epoch = pipeline.steps_per_epoch(len(self.train_data), inp.batch_size)
     self.total_steps = config.get("total_steps") or int(round(config.num_epochs * self.steps_per_epoch))
     self.schedule = optim.make_schedule(config, self.steps_per_epoch, self.total_steps)
-    abstract_params = jax.eval_shape(
-        lambda: self.model.init(jax.random.key(0), jnp.zeros((1, *self.image_shape))))["params"]
-    self.tx = optim.make_optimizer(config, self.schedule, abstract_params)
-    self.state, self.shardings = init_state(self.model, self.tx, self.image_shape, self.mesh,
-                                            config.sharding_rules, config.seed,
-                                            config.fsdp_min_size)
+    self.tx = optim.make_optimizer(config, self.schedule)
     self.checkpoints = ckpt.Checkpoints(workdir, keep=config.keep_checkpoints,
                                         every_steps=config.checkpoint_every)
-    self.state, self.meta = restore_or_init(config, self.state, self.shardings, self.checkpoints,
-                                            head=getattr(self.model, "head_name", "head"))
+    self.state, self.shardings, self.meta = restore_or_init(
+        config, self.model, self.tx, self.image_shape, self.mesh, self.checkpoints,
+        head=getattr(self.model, "head_name", "head"))
     batch_sharding = sharding.batch_sharding(self.mesh)
     self.eval_step = jax.jit(make_eval_step(self.model, bool(config.ema_decay)),
                              in_shardings=(self.shardings, batch_sharding))

@@ -37,17 +37,18 @@ def make_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int,
   return optax.join_schedules([optax.linear_schedule(0.0, s.base_lr, warmup), main], [warmup])
 
 
-def decay_mask(params, pattern: str):
-  """True for the parameters whose path matches `pattern` (these get weight decay)."""
+def decay_mask(pattern: str):
+  """params -> tree of bools, True where the parameter path matches `pattern` (those decay)."""
   regex = re.compile(pattern)
-  return jax.tree_util.tree_map_with_path(lambda p, _: bool(regex.fullmatch(path_str(p))), params)
+  return lambda params: jax.tree_util.tree_map_with_path(
+      lambda p, _: bool(regex.fullmatch(path_str(p))), params)
 
 
-def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule,
-                   params) -> optax.GradientTransformation:
+def make_optimizer(config: ml_collections.ConfigDict,
+                   schedule: optax.Schedule) -> optax.GradientTransformation:
   o = config.optimizer
   wd = o.get("weight_decay", 0.0)
-  mask = decay_mask(params, o.get("wd_mask", r".*kernel"))
+  mask = decay_mask(o.get("wd_mask", r".*kernel"))
   if o.name == "rmsprop":
     # TensorFlow's RMSProp, as the paper used: eps inside the square root, mean square starting at 1.
     core = optax.rmsprop(schedule, decay=o.decay, eps=o.eps, initial_scale=1.0,

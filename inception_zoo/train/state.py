@@ -29,12 +29,9 @@ class TrainState:
   rng: jax.Array   # raw key data (uint32) for dropout and other per-step randomness
 
 
-def init_state(model: nn.Module, tx: optax.GradientTransformation, image_shape: Tuple[int, ...],
-               mesh: jax.sharding.Mesh, rules, seed: int,
-               fsdp_min_size: int = 2 ** 14) -> Tuple[TrainState, Any]:
-  """Initialises the state directly in its sharded layout: shapes first (`eval_shape`), then a jitted
-  init whose `out_shardings` place every leaf, so no device ever holds the whole model unless the
-  rules replicate it. Returns (state, shardings)."""
+def make_init(model: nn.Module, tx: optax.GradientTransformation,
+              image_shape: Tuple[int, ...]) -> Callable[[jax.Array], TrainState]:
+  """The function rng -> initial TrainState (jit it, or `jax.eval_shape` it for shapes only)."""
 
   def init(rng):
     variables = model.init({"params": rng, "dropout": rng}, jnp.zeros((1, *image_shape)), train=False)
@@ -43,9 +40,17 @@ def init_state(model: nn.Module, tx: optax.GradientTransformation, image_shape: 
                       batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
                       ema_params=params, rng=jax.random.key_data(jax.random.fold_in(rng, 1)))
 
-  rng = jax.random.key(seed)
-  abstract = jax.eval_shape(init, rng)
-  shardings = sharding.infer_shardings(abstract, mesh, rules, fsdp_min_size)
+  return init
+
+
+def init_state(model: nn.Module, tx: optax.GradientTransformation, image_shape: Tuple[int, ...],
+               mesh: jax.sharding.Mesh, rules, seed: int,
+               fsdp_min_size: int = 2 ** 14) -> Tuple[TrainState, Any]:
+  """Initialises the state directly in its sharded layout: shapes first (`eval_shape`), then a jitted
+  init whose `out_shardings` place every leaf, so no device ever holds the whole model unless the
+  rules replicate it. Returns (state, shardings)."""
+  init, rng = make_init(model, tx, image_shape), jax.random.key(seed)
+  shardings = sharding.infer_shardings(jax.eval_shape(init, rng), mesh, rules, fsdp_min_size)
   return jax.jit(init, out_shardings=shardings)(rng), shardings
 
 
@@ -67,19 +72,25 @@ def keep_if_finite(ok, new, old):
   return jax.lax.cond(ok, lambda: new, lambda: old)
 
 
-def restore_or_init(config: ml_collections.ConfigDict, state: TrainState, shardings, checkpoints,
-                    head: str) -> Tuple[TrainState, Dict[str, Any]]:
-  """The workdir's newest checkpoint before anything else; else `config.init_from` weights.
+def restore_or_init(config: ml_collections.ConfigDict, model: nn.Module,
+                    tx: optax.GradientTransformation, image_shape: Tuple[int, ...],
+                    mesh: jax.sharding.Mesh, checkpoints, head: str) -> Tuple[TrainState, Any, Dict[str, Any]]:
+  """The workdir's newest checkpoint before anything else; else a fresh state, with `config.init_from`
+  weights when given. Returns (state, shardings, meta); meta is {} for a fresh run.
 
-  Returns (state, meta); meta is {} for a fresh run.
+  Shapes and shardings come from `eval_shape`, so a resume never compiles or runs the init.
   """
-  restored = checkpoints.restore_latest(ckpt.abstract_like(state, shardings))
+  init, rng = make_init(model, tx, image_shape), jax.random.key(config.seed)
+  abstract = jax.eval_shape(init, rng)
+  shardings = sharding.infer_shardings(abstract, mesh, config.sharding_rules, config.fsdp_min_size)
+  restored = checkpoints.restore_latest(ckpt.abstract_like(abstract, shardings))
   if restored is not None:
     step, state, meta = restored
     logging.info("resumed from step %d", step)
-    return state, meta
+    return state, shardings, meta
+  state = jax.jit(init, out_shardings=shardings)(rng)
   if config.get("init_from"):
-    loaded, card = ckpt.load_weights(config.init_from)
+    loaded, _ = ckpt.load_weights(config.init_from)
     fresh = {"params": state.params, "batch_stats": state.batch_stats}
     merged, reset = ckpt.merge_weights(jax.device_get(fresh), loaded, head)
     if reset:
@@ -88,7 +99,7 @@ def restore_or_init(config: ml_collections.ConfigDict, state: TrainState, shardi
     # The optimizer state stays freshly initialised: its moments start from zero for new weights.
     state = state.replace(params=merged["params"], batch_stats=merged["batch_stats"],
                           ema_params=jax.tree.map(jnp.copy, merged["params"]))  # own buffers: donated
-  return state, {}
+  return state, shardings, {}
 
 
 def global_batch(mesh: jax.sharding.Mesh, local: Dict[str, np.ndarray]) -> Dict[str, jax.Array]:
