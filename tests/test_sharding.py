@@ -83,16 +83,16 @@ def test_mesh_errors():
 
 def test_layout_table_cli(capsys):
   def total(mesh_flags):
-    sharding.main(["--experiment=inception_resnet_v2", "--config=runlocal", "--config.fsdp_min_size=4096",
+    sharding.main(["--experiment=inception_resnet_v2",  # the full-width network: shapes only
                    *mesh_flags])
-    out = capsys.readouterr().out
+    out = capsys.readouterr().out.split("\n", 1)[1]  # the table, without the mesh line
     assert "params/conv2d_1a/conv/kernel" in out and "opt_state/" in out
     return out, int(out.strip().splitlines()[-1].split(":")[1].replace(",", ""))
 
   dp_out, dp_bytes = total(["--config.mesh.data=8", "--config.mesh.fsdp=1"])
   fsdp_out, fsdp_bytes = total(["--config.mesh.data=1", "--config.mesh.fsdp=8"])
   assert "'fsdp'" in fsdp_out and "'fsdp'" not in dp_out
-  assert fsdp_bytes < dp_bytes / 4  # most bytes sit in large kernels, sliced 8 ways
+  assert fsdp_bytes < dp_bytes / 7  # nearly all bytes sit in large kernels, sliced 8 ways
 
 
 def test_layout_table_cli_errors(capsys):
