@@ -17,6 +17,7 @@ from typing import Any, Dict, Optional, Tuple
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 from inception_zoo.errors import UserError
 from inception_zoo.sharding import path_str
@@ -70,6 +71,8 @@ class Checkpoints:
     dst = f"{src}.damaged-{int(time.time())}"
     if jax.process_index() == 0:
       os.rename(src, dst)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f"set aside checkpoint {step}")
     self.manager.reload()
     return dst
 

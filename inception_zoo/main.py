@@ -53,9 +53,11 @@ def apply_override(config: ml_collections.ConfigDict, field: str, text: str):
     if not isinstance(child, ml_collections.ConfigDict):
       raise UserError(_unknown(config, field))
     node = child
-  if leaf not in node:
+  # `config.model` holds create_model's keyword options: any option may be added (create_model
+  # rejects unknown ones with a suggestion); elsewhere only existing fields can be set.
+  if leaf not in node and parents != ["model"]:
     raise UserError(_unknown(config, field))
-  current = node[leaf]
+  current = node.get(leaf)
   try:
     value = _parse_value(text, current)
     if isinstance(current, (tuple, list)) and isinstance(value, (tuple, list)):
@@ -89,13 +91,20 @@ def parse_args(argv: Sequence[str]) -> Dict[str, object]:
 
 
 def maybe_initialize_distributed(args: Dict[str, object]):
-  """jax.distributed for multi-process runs: explicit flags (GPU/SLURM) or auto-detection (TPU pods)."""
+  """jax.distributed for multi-process runs: explicit flags (GPU clusters, local processes) or
+  auto-detection (`--multihost`: TPU pods and SLURM jobs, where JAX reads the environment)."""
   import jax
+  if not (args["coordinator_address"] or args["multihost"]):
+    return
+  if args["coordinator_address"] and None in (args["num_processes"], args["process_id"]):
+    raise UserError("--coordinator_address needs --num_processes and --process_id")
+  # CPU processes exchange data through gloo (GPUs use NCCL, TPUs their interconnect, unaffected).
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
   if args["coordinator_address"]:
     jax.distributed.initialize(coordinator_address=args["coordinator_address"],
                                num_processes=int(args["num_processes"]),
                                process_id=int(args["process_id"]))
-  elif args["multihost"]:
+  else:
     jax.distributed.initialize()
 
 

@@ -11,8 +11,10 @@ MODELS = list_models()
 
 
 def tiny(name, **kwargs):
-  """1/16 width, one block per stage: the same code paths as the paper's sizes, compiled in seconds."""
-  return create_model(name, width=1 / 16, depths=(1, 1, 1), **kwargs)
+  """The model class's `tiny_options` (e.g. 1/16 width, one block per stage): the same code paths as
+  the paper's sizes, compiled in seconds. Returns (model, smallest valid input size)."""
+  cls = type(create_model(name))
+  return create_model(name, **cls.tiny_options, **kwargs), cls.min_size
 
 
 def init(model, x):
@@ -26,8 +28,8 @@ def test_registry_lists_the_paper_models():
 
 @pytest.mark.parametrize("name", MODELS)
 def test_forward_backward_tiny(name):
-  model = tiny(name, num_classes=7, drop_rate=0.2)
-  x = jax.random.normal(jax.random.key(0), (2, 75, 75, 3))
+  model, size = tiny(name, num_classes=7, drop_rate=0.2)
+  x = jax.random.normal(jax.random.key(0), (2, size, size, 3))
   variables = init(model, x)
 
   def loss(params):
@@ -39,9 +41,11 @@ def test_forward_backward_tiny(name):
   grads, (logits, feats) = jax.jit(jax.grad(loss, has_aux=True))(variables["params"])
   assert logits.shape == (2, 7)
   assert np.all(np.isfinite(logits))
-  assert list(feats) == ["C1", "C2", "C3", "C4", "C5", "pre_logits"]
-  reductions = [f.shape[1] for k, f in feats.items() if k != "pre_logits"]
-  assert reductions == sorted(reductions, reverse=True) and reductions[-1] == 1  # 75 px -> 1x1 at C5
+  maps = [k for k in feats if k != "pre_logits"]
+  assert "pre_logits" in feats and maps and all(k[0] == "C" and k[1:].isdigit() for k in maps)
+  assert maps == sorted(maps)
+  sizes = [feats[k].shape[1] for k in maps]
+  assert sizes == sorted(sizes, reverse=True)  # C<i> has nominal stride 2^i
   for path, g in jax.tree_util.tree_flatten_with_path(grads)[0]:
     assert np.all(np.isfinite(g)), path_str(path)
     assert np.any(g != 0), f"{name}: no gradient reaches {path_str(path)}"
@@ -49,8 +53,8 @@ def test_forward_backward_tiny(name):
 
 @pytest.mark.parametrize("name", ["inception_v4", "inception_resnet_v2"])
 def test_eval_is_deterministic_and_train_uses_dropout(name):
-  model = tiny(name, num_classes=5, drop_rate=0.5)
-  x = jax.random.normal(jax.random.key(0), (2, 75, 75, 3))
+  model, size = tiny(name, num_classes=5, drop_rate=0.5)
+  x = jax.random.normal(jax.random.key(0), (2, size, size, 3))
   v = init(model, x)
   a, _ = model.apply(v, x)
   b, _ = model.apply(v, x)
@@ -61,8 +65,8 @@ def test_eval_is_deterministic_and_train_uses_dropout(name):
 
 
 def test_headless_model_returns_pooled_features():
-  model = tiny("inception_v4", num_classes=0)
-  x = jnp.zeros((1, 75, 75, 3))
+  model, size = tiny("inception_v4", num_classes=0)
+  x = jnp.zeros((1, size, size, 3))
   out, feats = model.apply(init(model, x), x)
   assert out.shape == (1, feats["C5"].shape[-1])
   np.testing.assert_array_equal(out, feats["pre_logits"])

@@ -135,6 +135,8 @@ class InceptionResNet(nn.Module):
   dtype: Any = jnp.float32
 
   head_name = "classif"  # timm's classifier name (weight conversion, head reset)
+  min_size = MIN_SIZE
+  tiny_options = {"width": 1 / 16, "depths": (1, 1, 1)}  # for fast tests of the code paths
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):

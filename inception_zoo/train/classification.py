@@ -172,7 +172,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
       last = step == s.total_steps
       log = step % cfg.log_every == 0 or last
       evaluate_now = (cfg.eval_every and step % cfg.eval_every == 0) or last
-      save = s.checkpoints.should_save(step) or last or preemption.requested
+      preempted = preemption.agreed()
+      save = s.checkpoints.should_save(step) or last or preempted
       if log or evaluate_now or save:
         settle()  # nothing is logged or saved past a non-finite step
       if log and count:
@@ -187,7 +188,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
           bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items()))
       if save:
         s.checkpoints.save(step, s.state, meta(step))
-      if preemption.requested:
+      if preempted:
         bar.close()
         raise SystemExit(f"pre-empted (SIGTERM) at step {step}; checkpoint saved in {workdir}; "
                          f"run the same command to resume")

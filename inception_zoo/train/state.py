@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 
 from inception_zoo import ckpt, sharding
 
@@ -122,6 +123,12 @@ class Preemption:
 
   def _handle(self, signum, frame):
     self.requested = True
+
+  def agreed(self) -> bool:
+    """Whether any process got the signal: every host must save (and stop) at the same step."""
+    if jax.process_count() == 1:
+      return self.requested
+    return bool(multihost_utils.process_allgather(np.int32(self.requested)).max())
 
   def __exit__(self, *exc):
     signal.signal(signal.SIGTERM, self._previous or signal.SIG_DFL)

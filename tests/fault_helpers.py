@@ -1,0 +1,68 @@
+"""Running the tiny Inception-v4 digits experiment in subprocesses, for fault and multi-process tests."""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import orbax.checkpoint as ocp
+
+# 1/16 width, one block per stage, batch 32, a log row per step: the real command line, small.
+TINY = ["--config=runlocal", "--config.model.width=0.0625", "--config.model.depths=(1, 1, 1)",
+        "--config.input.batch_size=32", "--config.schedule.warmup_epochs=0.2", "--config.log_every=1",
+        "--config.checkpoint_every=3"]
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def command(workdir, *flags):
+  return [sys.executable, "-m", "experiments.inception_v4", *TINY, f"--workdir={workdir}", *flags]
+
+
+def environment(devices: int):
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+             PYTHONUNBUFFERED="1")
+  env.pop("CI", None)  # nothing in the trainer depends on it; keep the child identical
+  return env
+
+
+def run(workdir, *flags, devices: int = 1, timeout: int = 900) -> subprocess.CompletedProcess:
+  proc = subprocess.run(command(workdir, *flags), cwd=ROOT, env=environment(devices), capture_output=True,
+                        text=True, timeout=timeout)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return proc
+
+
+def start(workdir, *flags, devices: int = 1) -> subprocess.Popen:
+  return subprocess.Popen(command(workdir, *flags), cwd=ROOT, env=environment(devices),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def losses(workdir):
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    rows = [json.loads(line) for line in f if line.strip()]
+  return {r["step"]: r["train/loss"] for r in rows if "train/loss" in r}
+
+
+def wait_for_step(proc: subprocess.Popen, workdir, step: int, timeout: float = 900):
+  """Blocks until the run has logged `step` (so steps up to it are done)."""
+  deadline = time.time() + timeout
+  while max(losses(workdir), default=0) < step:
+    if proc.poll() is not None:
+      raise AssertionError(f"run ended early: {proc.stderr.read()[-3000:]}")
+    if time.time() > deadline:
+      proc.kill()
+      raise AssertionError(f"no step {step} within {timeout} s")
+    time.sleep(0.2)
+
+
+def checkpoint_steps(workdir):
+  d = os.path.join(workdir, "checkpoints")
+  return sorted(int(x) for x in os.listdir(d) if x.isdigit())
+
+
+def final_state(workdir, step):
+  return ocp.StandardCheckpointer().restore(os.path.join(os.path.abspath(workdir), "checkpoints",
+                                                         str(step), "state"))
