@@ -9,7 +9,8 @@ numpy arrays (e.g. `{k: v.numpy() for k, v in timm_model.state_dict().items()}`)
 Flax module paths mirror timm's module names (list members are `layers_<i>`), so the key of every
 leaf follows from a rule: `features/layers_6/branch1/layers_0/conv/kernel` <-> timm
 `features.6.branch1.0.conv.weight`. Convolution kernels go from OIHW to HWIO, linear weights are
-transposed, BatchNorm weight/bias/running_mean/running_var become scale/bias/mean/var. Conversion is
+transposed, BatchNorm and LayerNorm weight/bias/running_mean/running_var become scale/bias/mean/var,
+layer-scale `gamma` vectors keep their name. Conversion is
 strict: every timm tensor must be used and every Flax leaf filled, with matching shapes.
 """
 import argparse
@@ -27,6 +28,7 @@ from inception_zoo.registry import create_model
 from inception_zoo.sharding import path_str
 
 _LEAF = {("params", "kernel"): "weight", ("params", "scale"): "weight", ("params", "bias"): "bias",
+         ("params", "gamma"): "gamma",  # layer scale (InceptionNeXt), a plain parameter in timm
          ("batch_stats", "mean"): "running_mean", ("batch_stats", "var"): "running_var"}
 _IGNORED = re.compile(r".*num_batches_tracked$")
 
@@ -86,7 +88,8 @@ def read_safetensors(path: str) -> Dict[str, np.ndarray]:
 
 
 def head_classes(state_dict: Mapping[str, Any], model) -> int:
-  key = f"{model.head_name}.weight"
+  # A model whose head is more than one layer names its last Linear in `timm_classifier`.
+  key = f"{getattr(model, 'timm_classifier', model.head_name)}.weight"
   if key not in state_dict:
     raise UserError(f"the timm checkpoint has no classifier '{key}'")
   return int(np.shape(state_dict[key])[0])

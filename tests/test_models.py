@@ -24,6 +24,9 @@ def init(model, x):
 def test_registry_lists_the_paper_models():
   assert {"inception_v4", "inception_resnet_v1", "inception_resnet_v2",
           "inception_resnet_v2_paper"} <= set(MODELS)
+  assert {f"inception_next_{v}" for v in ("atto", "tiny", "small", "base")} <= set(MODELS)
+  assert {"vovnet39a", "vovnet57a", "ese_vovnet19b_dw", "ese_vovnet39b", "ese_vovnet57b",
+          "ese_vovnet99b"} <= set(MODELS)
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -31,6 +34,7 @@ def test_forward_backward_tiny(name):
   model, size = tiny(name, num_classes=7, drop_rate=0.2)
   x = jax.random.normal(jax.random.key(0), (2, size, size, 3))
   variables = init(model, x)
+  assert type(model).head_name in variables["params"]  # the module a head reset replaces
 
   def loss(params):
     (logits, feats), _ = model.apply({"params": params, "batch_stats": variables["batch_stats"]}, x,
@@ -62,6 +66,19 @@ def test_eval_is_deterministic_and_train_uses_dropout(name):
   (c, _), _ = model.apply(v, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.key(3)})
   (d, _), _ = model.apply(v, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.key(4)})
   assert not np.allclose(c, d)
+
+
+@pytest.mark.parametrize("name", ["inception_next_atto", "ese_vovnet39b"])
+def test_stochastic_depth_only_in_training(name):
+  # Dropout is off (these families default to drop_rate=0), so only drop_path draws random numbers.
+  model, size = tiny(name, num_classes=5, drop_path_rate=0.5)
+  x = jax.random.normal(jax.random.key(0), (4, size, size, 3))
+  v = init(model, x)
+  train = jax.jit(lambda v, key: model.apply(v, x, train=True, mutable=["batch_stats"],
+                                             rngs={"dropout": key})[0][0])
+  assert not np.allclose(train(v, jax.random.key(3)), train(v, jax.random.key(4)))
+  logits, _ = jax.jit(model.apply)(v, x)  # evaluation needs no 'dropout' RNG: nothing is dropped
+  assert np.all(np.isfinite(logits))
 
 
 def test_headless_model_returns_pooled_features():
