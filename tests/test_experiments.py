@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import pytest
 import tensorflow_datasets as tfds
 
-from inception_zoo import create_model
+from inception_zoo import UserError, create_model
 from inception_zoo.data import datasets, pipeline, pp
 
 EXPERIMENTS = sorted(p.stem for p in (pathlib.Path(__file__).parent.parent / "experiments").glob("*.py")
@@ -18,6 +18,8 @@ EXPERIMENTS = sorted(p.stem for p in (pathlib.Path(__file__).parent.parent / "ex
 RUN_IN_FULL_ELSEWHERE = {"inception_residual_ablation"}
 # Experiments with a loop of their own (not the classification trainer) test their full setting
 # in their own test file.
+# The resolution each paper trains at; the Inception papers' 299 unless listed.
+PAPER_RESOLUTION = {"inception_next": 224, "vovnet": 224}
 CLASSIFICATION = [n for n in EXPERIMENTS if hasattr(importlib.import_module(f"experiments.{n}"), "get_config")
                   and importlib.import_module(f"experiments.{n}").get_config("runlocal").get("input")]
 
@@ -41,8 +43,26 @@ def test_full_setting_is_consistent(name):
     train = datasets.get_dataset(config.input.data, config.input.train_split)
     val = datasets.get_dataset(config.input.data, config.input.eval_split)
     shape = pipeline.preview(train.source, train_fn)["image"].shape
-    assert shape == pipeline.preview(val.source, eval_fn)["image"].shape == (299, 299, 3)
+    size = PAPER_RESOLUTION.get(name, 299)
+    assert shape == pipeline.preview(val.source, eval_fn)["image"].shape == (size, size, 3)
   model = create_model(config.model_name, num_classes=train.num_classes, **config.model.to_dict())
   variables = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, *shape)))
   logits, _ = jax.eval_shape(model.apply, variables, jax.ShapeDtypeStruct((2, *shape), jnp.float32))
   assert logits.shape == (2, 1000)
+
+
+@pytest.mark.parametrize("name, arg, model_name", [
+    ("inception_next", "atto", "inception_next_atto"), ("inception_next", "small", "inception_next_small"),
+    ("inception_next", "base", "inception_next_base"), ("vovnet", "57", "vovnet57a"),
+    ("vovnet", "ese19_dw", "ese_vovnet19b_dw"), ("vovnet", "ese99", "ese_vovnet99b")])
+def test_variant_settings_build_their_model(name, arg, model_name):
+  config = importlib.import_module(f"experiments.{name}").get_config(arg)
+  assert config.model_name == model_name and config.input.batch_size % 8 == 0
+  model = create_model(config.model_name, num_classes=1000, **config.model.to_dict())
+  jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 224, 224, 3)))
+
+
+@pytest.mark.parametrize("name", ["inception_next", "vovnet"])
+def test_unknown_variant_is_a_one_line_error(name):
+  with pytest.raises(UserError, match=r"unknown setting 'huge' \(runlocal, "):
+    importlib.import_module(f"experiments.{name}").get_config("huge")
