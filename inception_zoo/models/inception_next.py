@@ -1,7 +1,7 @@
 """InceptionNeXt.
 
 Yu, Zhou, Yan, Wang. "InceptionNeXt: When Inception Meets ConvNeXt", CVPR 2024 (arXiv:2303.16900),
-Sections 3.2-3.3 and Table 1.
+Section 3 and its table of model configurations.
 
 A ConvNeXt-shaped (MetaNeXt) network whose 7x7 depthwise token mixer is replaced by an Inception
 depthwise convolution: the channels are split into four groups, an identity group and three that get
@@ -51,8 +51,8 @@ def drop_path(rate: float, train: bool) -> nn.Dropout:
 
 
 class InceptionDWConv2d(nn.Module):
-  """The paper's token mixer (Eq. 1-5): identity | 3x3 | 1xk | kx1 depthwise, concatenated in that
-  order along the channels."""
+  """The paper's token mixer: identity | 3x3 | 1xk | kx1 depthwise, concatenated in that order along
+  the channels."""
   square_kernel: int = 3
   band_kernel: int = 11
   branch_ratio: float = 0.125
@@ -216,7 +216,7 @@ class InceptionNeXt(nn.Module):
     return logits, out
 
 
-# Table 1 of the paper (atto from the official repository, as in timm).
+# The paper's configurations (atto from the official repository), as in timm.
 VARIANTS = {
     "atto": dict(depths=(2, 2, 6, 2), dims=(40, 80, 160, 320), band_kernel=9, branch_ratio=0.25),
     "tiny": dict(depths=(3, 3, 9, 3), dims=(96, 192, 384, 768)),

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 
 from inception_zoo.errors import UserError
 from inception_zoo.layers import ConvBN, Seq, check_image
+from inception_zoo.layers.common import conv_init
 from inception_zoo.models.inception_next import drop_path, drop_path_rates
 from inception_zoo.models.inception_v4 import classifier_head, concat
 from inception_zoo.registry import register_model
@@ -55,15 +56,16 @@ class SeparableConvBN(nn.Module):
   def __call__(self, x, *, train):
     c = x.shape[-1]
     x = nn.Conv(c, (3, 3), self.strides, padding=((1, 1), (1, 1)), feature_group_count=c,
-                use_bias=False, dtype=self.dtype, name="conv_dw")(x)
-    x = nn.Conv(self.features, (1, 1), use_bias=False, dtype=self.dtype, name="conv_pw")(x)
+                use_bias=False, kernel_init=conv_init, dtype=self.dtype, name="conv_dw")(x)
+    x = nn.Conv(self.features, (1, 1), use_bias=False, kernel_init=conv_init, dtype=self.dtype,
+                name="conv_pw")(x)
     x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=1e-5,
                      dtype=self.dtype, name="bn")(x)
     return nn.relu(x)
 
 
 class EffectiveSE(nn.Module):
-  """eSE (CenterMask, Eq. 2): x * hard_sigmoid(W mean(x) + b), one full-width 1x1 convolution."""
+  """eSE (CenterMask, Section 2.3): x * hard_sigmoid(W mean(x) + b), one full-width 1x1 convolution."""
   dtype: Any = jnp.float32
 
   @nn.compact
