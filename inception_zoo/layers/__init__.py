@@ -1,3 +1,3 @@
-from inception_zoo.layers.common import ConvBN, Pool, Seq, check_image
+from inception_zoo.layers.common import ConvBN, DropPath, Pool, Seq, check_image, drop_path, drop_path_rates
 
-__all__ = ["ConvBN", "Pool", "Seq", "check_image"]
+__all__ = ["ConvBN", "DropPath", "Pool", "Seq", "check_image", "drop_path", "drop_path_rates"]

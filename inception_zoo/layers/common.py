@@ -6,7 +6,9 @@ Submodule names follow timm's module tree (`conv`, `bn`, list members `layers_<i
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 from inception_zoo.errors import UserError
 
@@ -86,6 +88,38 @@ class Seq(nn.Module):
       if i in capture:
         feats[i] = x
     return (x, feats) if capture else x
+
+
+def drop_path_rates(rate: float, depths: Sequence[int]) -> Tuple[Tuple[float, ...], ...]:
+  """Stochastic-depth rates rising linearly from 0 to `rate` over all blocks, grouped by stage (the
+  "linear decay" rule of Huang et al. 2016, counted from the input as timm does)."""
+  rates = np.linspace(0.0, rate, sum(depths)).tolist()
+  bounds = np.cumsum((0,) + tuple(depths))
+  return tuple(tuple(rates[a:b]) for a, b in zip(bounds[:-1], bounds[1:]))
+
+
+class DropPath(nn.Module):
+  """Stochastic depth (Huang, Sun, Liu, Sedra, Weinberger, "Deep Networks with Stochastic Depth",
+  ECCV 2016) on a residual branch: in training each example's branch is zeroed with probability
+  `rate` and kept ones are scaled by 1/(1 - rate), as timm's DropPath, so evaluation is the identity.
+  Works on any rank (NHWC maps, token sequences); uses the 'dropout' RNG stream."""
+  rate: float = 0.0
+  deterministic: bool = True
+
+  @nn.compact
+  def __call__(self, x):
+    if self.deterministic or self.rate == 0.0:
+      return x
+    if self.rate >= 1.0:  # nothing survives (and 1/(1 - rate) is undefined)
+      return jnp.zeros_like(x)
+    keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - self.rate,
+                                (x.shape[0],) + (1,) * (x.ndim - 1))
+    return jnp.where(keep, x / (1.0 - self.rate), jnp.zeros_like(x))
+
+
+def drop_path(rate: float, train: bool) -> DropPath:
+  """The DropPath of one residual branch: `x + drop_path(rate, train)(branch(x))`."""
+  return DropPath(rate, deterministic=not train)
 
 
 def check_image(x, model: str, min_size: int, channels: Optional[int] = None):

@@ -16,13 +16,13 @@ GELU, LayerNorm, dropout, Linear.
 Module names follow timm's `MetaNeXt`, so `inception_zoo.convert` loads `inception_next_*` weights by
 rule (1x1 "Linear" layers of the blocks are convolutions there too, hence here).
 """
-from typing import Any, Dict, Sequence, Tuple
+from typing import Any, Dict, Tuple
 
 import flax.linen as nn
 import jax.numpy as jnp
-import numpy as np
 
 from inception_zoo.layers import Seq, check_image
+from inception_zoo.layers.common import drop_path, drop_path_rates
 from inception_zoo.registry import register_model
 
 # Valid 4x4 stem and three valid 2x2 downsamplings: 32 px leave one pixel at stride 32.
@@ -35,19 +35,6 @@ def batch_norm(train: bool, momentum: float, dtype, name: str) -> nn.BatchNorm:
   """PyTorch BatchNorm2d at its defaults (eps 1e-5; momentum 0.1 is Flax's 0.9)."""
   return nn.BatchNorm(use_running_average=not train, momentum=momentum, epsilon=1e-5, dtype=dtype,
                       name=name)
-
-
-def drop_path_rates(rate: float, depths: Sequence[int]) -> Tuple[Tuple[float, ...], ...]:
-  """Stochastic-depth rates rising linearly from 0 to `rate` over all blocks, grouped by stage."""
-  rates = np.linspace(0.0, rate, sum(depths)).tolist()
-  bounds = np.cumsum((0,) + tuple(depths))
-  return tuple(tuple(rates[a:b]) for a, b in zip(bounds[:-1], bounds[1:]))
-
-
-def drop_path(rate: float, train: bool) -> nn.Dropout:
-  """Stochastic depth (Huang et al., 2016): drops a residual branch for whole samples, scaling the
-  kept ones by 1/(1 - rate), as timm's DropPath. Uses the 'dropout' RNG stream."""
-  return nn.Dropout(rate, broadcast_dims=(1, 2, 3), deterministic=not train)
 
 
 class InceptionDWConv2d(nn.Module):
