@@ -15,6 +15,7 @@ from typing import Any, Callable, Dict, List, Tuple
 import numpy as np
 from PIL import Image
 
+from inception_zoo.data import augment
 from inception_zoo.errors import UserError, did_you_mean
 
 Example = Dict[str, Any]
@@ -188,6 +189,41 @@ def flip_lr(p: float = 0.5) -> Op:
       if "box" in ex:  # the box now reads mirrored
         ymin, xmin, ymax, xmax = ex["box"]
         ex["box"] = np.array([ymin, 1 - xmax, ymax, 1 - xmin], np.float32)
+    return ex
+  return op
+
+
+@register_op
+def randaugment(spec: str = "rand-m9-mstd0.5-inc1", fill=augment.IMAGENET_MEAN_U8,
+                interpolation: str = "random") -> Op:
+  """RandAugment (Cubuk et al. 2020) from timm's spec string, e.g. 'rand-m9-mstd0.5-inc1' (what DeiT,
+  ConvNeXt and InceptionNeXt train with); on uint8 images, so before `value_range`. See augment.py."""
+  rand_augment = augment.RandAugment(spec, fill, interpolation)
+
+  def op(ex, rng):
+    ex["image"] = rand_augment(ex["image"], rng)
+    return ex
+  return op
+
+
+@register_op
+def random_erase(p: float = 0.25, area_min: float = 2, area_max: float = 100 / 3,
+                 aspect_min: float = 0.3, mode: str = "pixel") -> Op:
+  """Random erasing (Zhong et al. 2020) as timm's RandomErasing: with probability `p` one box of
+  area_min..area_max percent of the image (as inception_crop) gets standard-normal noise ('pixel'),
+  one noise colour ('rand') or zeros ('const'). On normalised float images, so after `value_range`."""
+  if not (0 <= p <= 1 and 0 < area_min <= area_max <= 100 and 0 < aspect_min <= 1):
+    raise UserError(f"random_erase needs 0 <= p <= 1, 0 < area_min <= area_max <= 100 and "
+                    f"0 < aspect_min <= 1; got p={p}, area {area_min}..{area_max}, aspect_min={aspect_min}")
+  if mode not in augment.ERASE_MODES:
+    raise UserError(f"unknown random_erase mode '{mode}' ({', '.join(augment.ERASE_MODES)})")
+
+  def op(ex, rng):
+    if not np.issubdtype(ex["image"].dtype, np.floating):
+      raise UserError(f"random_erase works on normalised float images (put it after value_range); "
+                      f"got {ex['image'].dtype}")
+    ex["image"] = augment.random_erase(ex["image"], rng, p, area_min / 100, area_max / 100,
+                                       aspect_min, mode)
     return ex
   return op
 
