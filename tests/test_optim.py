@@ -60,3 +60,49 @@ def test_unknown_optimizer_is_an_error():
   config.optimizer.name = "lamb"
   with pytest.raises(UserError, match="unknown optimizer 'lamb'"):
     optim.make_optimizer(config, optax.constant_schedule(1.0))
+
+
+def test_no_norm_bias_mask_on_inception_next_is_timms():
+  """'no_norm_bias' decays exactly the tensors timm's param_groups_weight_decay decays in InceptionNeXt-T
+  (its stem, downsampling, depthwise and MLP kernels, the head's linear weights); norms, biases and
+  layer-scale gammas do not decay."""
+  import timm
+  from timm.optim._param_groups import param_groups_weight_decay
+
+  from inception_zoo import create_model
+  from inception_zoo.convert import timm_key
+  from inception_zoo.sharding import path_str
+
+  shapes = jax.eval_shape(create_model("inception_next_tiny").init, jax.random.key(0),
+                          jnp.zeros((1, 224, 224, 3)))["params"]
+  mask = optim.decay_mask("no_norm_bias")(shapes)
+  ours = {timm_key("params", path_str(p)): decays
+          for p, decays in jax.tree_util.tree_leaves_with_path(mask)}
+  model = timm.create_model("inception_next_tiny")
+  names = {id(p): n for n, p in model.named_parameters()}
+  groups = param_groups_weight_decay(model, 0.05, no_weight_decay_list=model.no_weight_decay())
+  theirs = {names[id(p)]: g["weight_decay"] > 0 for g in groups for p in g["params"]}
+  assert ours == theirs
+  assert ours["stem.0.weight"] and ours["stages.2.blocks.4.token_mixer.dwconv_w.weight"]
+  assert ours["stages.3.blocks.2.mlp.fc1.weight"] and ours["head.fc2.weight"]
+  assert not any(ours[k] for k in ("stem.1.weight", "stem.1.bias", "stages.1.blocks.0.gamma",
+                                   "stages.1.blocks.0.norm.weight", "stages.1.blocks.0.mlp.fc1.bias",
+                                   "head.norm.weight", "head.fc2.bias"))
+  # Stem and 3 downsampling convs, 18 blocks x (3 depthwise + 2 MLP kernels), 2 head linears.
+  assert sum(ours.values()) == 1 + 3 + 18 * 5 + 2
+
+
+def test_no_norm_bias_mask_spares_position_tables_and_tokens():
+  params = {"pos_embed": jnp.zeros((1, 4, 8)), "cls_token": jnp.zeros((1, 1, 8)),
+            "attn": {"relative_position_bias_table": jnp.zeros((9, 2)), "logit_scale": jnp.zeros((2, 1, 1)),
+                     "cpb_mlp": {"layers_0": {"kernel": jnp.zeros((2, 8)), "bias": jnp.zeros((8,))}},
+                     "qkv": {"kernel": jnp.zeros((8, 24)), "bias": jnp.zeros((24,))}},
+            "norm": {"scale": jnp.zeros((8,))}}
+  mask = optim.decay_mask("no_norm_bias")(params)
+  decayed = {path for path, d in jax.tree_util.tree_leaves_with_path(mask) if d}
+  assert [jax.tree_util.keystr(p) for p in decayed] == ["['attn']['qkv']['kernel']"]
+
+
+def test_bad_decay_mask_is_a_one_line_error():
+  with pytest.raises(UserError, match=r"optimizer.wd_mask '\(kernel' is neither 'no_norm_bias' nor a valid regex"):
+    optim.decay_mask("(kernel")

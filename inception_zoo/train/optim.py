@@ -2,7 +2,8 @@
 
 `config.optimizer`:
   name: 'rmsprop' (the paper: decay 0.9, eps 1.0), 'sgd' (momentum, nesterov) or 'adamw' (b1, b2);
-  weight_decay and wd_mask (regex on parameter paths that decay; by default conv/dense kernels only),
+  weight_decay and wd_mask (which parameters decay: a regex on parameter paths, by default conv/dense
+  kernels only, or 'no_norm_bias', timm's rule for modern backbones; see `decay_mask`),
   grad_clip (global-norm clipping; the paper clips at 2.0; 0 = off).
 `config.schedule`:
   name: 'exponential' (base_lr * decay_rate ** floor(epoch / decay_epochs): the paper's 0.045 x 0.94
@@ -37,9 +38,28 @@ def make_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int,
   return optax.join_schedules([optax.linear_schedule(0.0, s.base_lr, warmup), main], [warmup])
 
 
-def decay_mask(pattern: str):
-  """params -> tree of bools, True where the parameter path matches `pattern` (those decay)."""
-  regex = re.compile(pattern)
+# Tensors of two or more dimensions that still do not decay under 'no_norm_bias': position embeddings
+# and class/distillation tokens (ViT, DeiT), Swin's relative-position bias tables, Swin V2's
+# continuous position-bias MLP and per-head logit scale (the names timm's `no_weight_decay()` lists).
+NO_DECAY_NAMES = r"pos_embed|cls_token|dist_token|relative_position_bias_table|cpb_mlp|logit_scale"
+
+
+def decay_mask(spec: str):
+  """params -> tree of bools, True where the parameter decays.
+
+  `spec` 'no_norm_bias' is timm's `param_groups_weight_decay` rule, which DeiT, ConvNeXt, Swin and
+  InceptionNeXt train with: every tensor of two or more dimensions (conv and dense kernels) decays;
+  vectors (norm scales and biases, all biases, layer-scale gammas) and the NO_DECAY_NAMES tables do not.
+  Any other `spec` is a regex matched against the whole parameter path ('stages/layers_0/.../kernel').
+  """
+  if spec == "no_norm_bias":
+    skip = re.compile(NO_DECAY_NAMES)
+    return lambda params: jax.tree_util.tree_map_with_path(
+        lambda p, x: len(x.shape) >= 2 and not skip.search(path_str(p)), params)
+  try:
+    regex = re.compile(spec)
+  except re.error as e:
+    raise UserError(f"optimizer.wd_mask '{spec}' is neither 'no_norm_bias' nor a valid regex ({e})")
   return lambda params: jax.tree_util.tree_map_with_path(
       lambda p, _: bool(regex.fullmatch(path_str(p))), params)
 
