@@ -24,14 +24,13 @@ from inception_zoo.data import datasets, pipeline, pp
 from inception_zoo.errors import UserError
 from inception_zoo.metrics import MetricWriter, check_finite
 from inception_zoo.registry import create_model
-from inception_zoo.train import optim
+from inception_zoo.train import mixup, optim
 from inception_zoo.train.state import (Preemption, TrainState, ema_update, global_batch,
                                        keep_if_finite, restore_or_init, step_rng)
 
 
-def cross_entropy(logits, labels, num_classes: int, smoothing: float = 0.0):
-  targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), smoothing) if smoothing else \
-      jax.nn.one_hot(labels, num_classes)
+def cross_entropy(logits, targets):
+  """Softmax cross-entropy against soft targets (one-hot, label-smoothed, or mixed by Mixup/CutMix)."""
   return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
 
 
@@ -39,11 +38,16 @@ def make_train_step(model, tx, schedule, config):
   num_classes = model.num_classes
 
   def train_step(state: TrainState, batch):
+    rng = step_rng(state)
+    # Mixup/CutMix draw from their own fold of the step key: dropout sees the same key either way.
+    images, targets = mixup.mix_batch(jax.random.fold_in(rng, 1), batch["image"], batch["label"],
+                                      num_classes, config.label_smoothing, config)
+
     def loss_fn(params):
       (logits, _), updates = model.apply(
-          {"params": params, "batch_stats": state.batch_stats}, batch["image"], train=True,
-          mutable=["batch_stats"], rngs={"dropout": step_rng(state)})
-      loss = cross_entropy(logits, batch["label"], num_classes, config.label_smoothing).mean()
+          {"params": params, "batch_stats": state.batch_stats}, images, train=True,
+          mutable=["batch_stats"], rngs={"dropout": rng})
+      loss = cross_entropy(logits, targets).mean()
       return loss, (logits, updates["batch_stats"])
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -72,7 +76,7 @@ def make_eval_step(model, use_ema: bool):
     top_k = jax.lax.top_k(logits, k)[1]
     return {"top1": jnp.sum((top_k[:, 0] == labels) * mask),
             f"top{k}": jnp.sum(jnp.any(top_k == labels[:, None], axis=-1) * mask),
-            "loss": jnp.sum(cross_entropy(logits, labels, model.num_classes) * mask),
+            "loss": jnp.sum(cross_entropy(logits, jax.nn.one_hot(labels, model.num_classes)) * mask),
             "count": jnp.sum(mask)}
 
   return eval_step
@@ -244,6 +248,8 @@ def base_config() -> ml_collections.ConfigDict:
       name="constant", base_lr=0.1, decay_rate=0.94, decay_epochs=2.0, warmup_epochs=0.0,
       end_lr_fraction=0.0))
   c.label_smoothing = 0.0
+  # Mixup / CutMix in timm's 'batch' mode (train/mixup.py); both alphas 0: off.
+  c.mixup = ml_collections.ConfigDict(dict(mixup_alpha=0.0, cutmix_alpha=0.0, prob=1.0, switch_prob=0.5))
   c.ema_decay = 0.0              # 0: evaluate the raw parameters
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
   c.sharding_rules = sharding.DEFAULT_RULES
