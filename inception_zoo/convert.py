@@ -10,8 +10,8 @@ Flax module paths mirror timm's module names (list members are `layers_<i>`), so
 leaf follows from a rule: `features/layers_6/branch1/layers_0/conv/kernel` <-> timm
 `features.6.branch1.0.conv.weight`. Convolution kernels go from OIHW to HWIO, linear weights are
 transposed, BatchNorm and LayerNorm weight/bias/running_mean/running_var become scale/bias/mean/var,
-layer-scale `gamma` vectors keep their name. Conversion is
-strict: every timm tensor must be used and every Flax leaf filled, with matching shapes.
+layer-scale `gamma` vectors and Swin V2's `q_bias`/`v_bias`/`logit_scale` keep their names. Conversion
+is strict: every timm tensor must be used and every Flax leaf filled, with matching shapes.
 """
 import argparse
 import re
@@ -29,8 +29,15 @@ from inception_zoo.sharding import path_str
 
 _LEAF = {("params", "kernel"): "weight", ("params", "scale"): "weight", ("params", "bias"): "bias",
          ("params", "gamma"): "gamma",  # layer scale (InceptionNeXt), a plain parameter in timm
+         # Swin V2 attention: q/v biases and the per-head logit scale, plain parameters in timm
+         ("params", "q_bias"): "q_bias", ("params", "v_bias"): "v_bias",
+         ("params", "logit_scale"): "logit_scale",
          ("batch_stats", "mean"): "running_mean", ("batch_stats", "var"): "running_var"}
-_IGNORED = re.compile(r".*num_batches_tracked$")
+# Counters, and the buffers Swin V2 derives from its window and input size (relative coordinates,
+# their index, the shift mask): the Flax model computes them at trace time, and checkpoints saved
+# when they were persistent still carry them.
+_IGNORED = re.compile(
+    r".*(num_batches_tracked|relative_coords_table|relative_position_index|attn_mask)$")
 
 
 def timm_key(collection: str, path: str) -> str:
@@ -100,6 +107,7 @@ def convert_timm(model_name: str, state_dict: Mapping[str, Any], image_size: int
   """(model, variables) for a registered model holding the weights of a timm state dict."""
   model = create_model(model_name, **model_kwargs)
   model = model.clone(num_classes=head_classes(state_dict, model))
+  image_size = getattr(model, "img_size", image_size)  # a model built for one input size (Swin)
   abstract = jax.eval_shape(model.init, jax.random.key(0),
                             jnp.zeros((1, image_size, image_size, 3)))
   return model, timm_to_flax(state_dict, dict(abstract))

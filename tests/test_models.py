@@ -27,6 +27,7 @@ def test_registry_lists_the_paper_models():
   assert {f"inception_next_{v}" for v in ("atto", "tiny", "small", "base")} <= set(MODELS)
   assert {"vovnet39a", "vovnet57a", "ese_vovnet19b_dw", "ese_vovnet39b", "ese_vovnet57b",
           "ese_vovnet99b"} <= set(MODELS)
+  assert {f"swinv2_{v}_window{w}_256" for v in ("tiny", "small", "base") for w in (8, 16)} <= set(MODELS)
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -36,8 +37,10 @@ def test_forward_backward_tiny(name):
   variables = init(model, x)
   assert type(model).head_name in variables["params"]  # the module a head reset replaces
 
+  batch_stats = variables.get("batch_stats", {})  # none in BatchNorm-free models (Swin V2)
+
   def loss(params):
-    (logits, feats), _ = model.apply({"params": params, "batch_stats": variables["batch_stats"]}, x,
+    (logits, feats), _ = model.apply({"params": params, "batch_stats": batch_stats}, x,
                                      train=True, mutable=["batch_stats"],
                                      rngs={"dropout": jax.random.key(2)})
     return jnp.sum(logits ** 2) + sum(jnp.sum(f) for f in feats.values()) * 1e-3, (logits, feats)
@@ -68,7 +71,7 @@ def test_eval_is_deterministic_and_train_uses_dropout(name):
   assert not np.allclose(c, d)
 
 
-@pytest.mark.parametrize("name", ["inception_next_atto", "ese_vovnet39b"])
+@pytest.mark.parametrize("name", ["inception_next_atto", "ese_vovnet39b", "swinv2_tiny_window8_256"])
 def test_stochastic_depth_only_in_training(name):
   # Dropout is off (these families default to drop_rate=0), so only drop_path draws random numbers.
   model, size = tiny(name, num_classes=5, drop_path_rate=0.5)

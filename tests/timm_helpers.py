@@ -1,6 +1,7 @@
 """Parity against timm for the families added after paper 1: every parameter a fresh timm model leaves
 at a constant (BatchNorm and LayerNorm affine parameters and statistics, zero biases, layer-scale
-gammas at 1e-6) is randomised, so a mistake in any of them changes the logits."""
+gammas at 1e-6, Swin V2's attention logit scales) is randomised, so a mistake in any of them changes
+the logits."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,6 +22,8 @@ def randomized_timm(name: str, seed: int = 0):
     for key, p in model.named_parameters():
       if key.endswith("gamma"):  # layer scale: O(1), so the residual branch counts
         p.uniform_(0.5, 1.5)
+      elif key.endswith("logit_scale"):  # Swin V2: some heads above the clamp at log(100) = 4.6
+        p.uniform_(1.0, 5.5)
       elif p.ndim == 1 and key.endswith("weight"):  # norm scales
         p.normal_(1.0, 0.2)
       elif key.endswith("bias"):

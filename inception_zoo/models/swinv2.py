@@ -1,0 +1,383 @@
+"""Swin Transformer V2.
+
+Liu, Hu, Lin, Yao, Xie, Wei, Ning, Cao, Zhang, Dong, Wei, Guo. "Swin Transformer V2: Scaling Up
+Capacity and Resolution", CVPR 2022 (arXiv:2111.09883), Sections 3.2-3.3 and Table 1 (SwinV2-T/S/B).
+
+Swin's hierarchy (Liu et al., ICCV 2021): a 4x4 patch embedding, four stages at strides 4/8/16/32
+(stages 2-4 start with patch merging: the 2x2 neighbours concatenated, a Linear to twice the width,
+here followed by LayerNorm as V2 does), and blocks that alternate self-attention inside
+non-overlapping windows with attention inside windows shifted by half a window (a cyclic shift plus
+a mask that keeps tokens from different regions of the map apart). V2 changes the block:
+
+- residual post-norm: x + LN(Attn(x)), x + LN(MLP(x)) (Sec. 3.2), with the norms initialised at
+  zero as the official code does, so every block starts as the identity;
+- scaled cosine attention: cos(q, k) / tau + B per head, with a learnable log(1 / tau) clamped at
+  log(1 / 0.01) (Eq. 2);
+- continuous relative position bias: B = 16 sigmoid(G(dx, dy)), G a two-layer MLP (512 hidden
+  units, ReLU) over log-spaced relative coordinates sign(d) log2(1 + |d|) / log2(8), d scaled so
+  that the pre-training window's largest offset is 8 (Eqs. 3-4).
+
+The relative coordinates, their index and the shift mask are not parameters: they are computed with
+NumPy at trace time from the window size and the input's size, so weights trained at one window or
+resolution load unchanged into a model with another (`window_size`, `img_size`); set
+`pretrained_window_sizes` to the training windows to keep the coordinates' scale, as the paper's
+fine-tuning does. As in timm, a stage whose map is no larger than the window attends over the whole
+map without shifting, and a map that the window does not divide is padded at the bottom/right.
+
+Module names follow timm's `SwinTransformerV2`, so `inception_zoo.convert` loads `swinv2_*` weights
+by rule.
+"""
+import math
+from typing import Any, Optional, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from inception_zoo.errors import UserError
+from inception_zoo.layers import Seq, check_image
+from inception_zoo.models.inception_next import drop_path, drop_path_rates
+from inception_zoo.registry import register_model
+
+# 4x4 patches and three 2x2 mergings leave one token at stride 32.
+MIN_SIZE = 32
+CPB_HIDDEN = 512  # the position-bias MLP's width (paper and timm)
+LOGIT_SCALE_MAX = math.log(1.0 / 0.01)  # tau >= 0.01
+# timm initialises every Linear with a truncated normal of std 0.02 and zero biases; the patch
+# embedding is a Conv2d and keeps PyTorch's default (kaiming_uniform with a = sqrt(5)).
+dense_init = nn.initializers.truncated_normal(0.02)
+patch_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+def layer_norm(dtype, name: str, init: float = 1.0) -> nn.LayerNorm:
+  """PyTorch LayerNorm (eps 1e-5) with its scale initialised at `init`."""
+  return nn.LayerNorm(epsilon=1e-5, use_fast_variance=False, scale_init=nn.initializers.constant(init),
+                      dtype=dtype, name=name)
+
+
+def window_and_shift(size: int, window: int, shifted: bool) -> Tuple[int, int]:
+  """(window, shift) along one axis of a map of `size` tokens: a window no smaller than the map
+  covers all of it and is not shifted (timm's rule); otherwise shifted blocks move by half a window."""
+  if size <= window:
+    return size, 0
+  return window, window // 2 if shifted else 0
+
+
+def relative_coords_table(window: Tuple[int, int], pretrained: Tuple[int, int]) -> np.ndarray:
+  """Log-spaced relative coordinates (Eq. 4) of every offset in a window, shape (2wh-1, 2ww-1, 2).
+
+  Offsets are scaled so that the largest one of the pre-training window (the window itself when
+  `pretrained` is 0) is 8, then mapped to sign(d) log2(1 + |d|) / log2(8): [-1, 1] at that window,
+  growing slowly beyond it, which is what lets the bias extrapolate to larger windows (Sec. 3.3)."""
+  axes = []
+  for w, p in zip(window, pretrained):
+    d = np.arange(-(w - 1), w, dtype=np.float32)
+    axes.append(d / max((p if p > 0 else w) - 1, 1) * 8)  # max(.., 1): a 1-token window has only 0
+  table = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)
+  return np.sign(table) * np.log2(np.abs(table) + 1.0) / math.log2(8)
+
+
+def relative_position_index(window: Tuple[int, int]) -> np.ndarray:
+  """(N, N) row of `relative_coords_table` (flattened) for each pair of the N = wh*ww tokens."""
+  wh, ww = window
+  coords = np.stack(np.meshgrid(np.arange(wh), np.arange(ww), indexing="ij")).reshape(2, -1)
+  rel = coords[:, :, None] - coords[:, None, :]
+  return (rel[0] + wh - 1) * (2 * ww - 1) + rel[1] + ww - 1
+
+
+def window_partition(x, window: Tuple[int, int]):
+  """(B, H, W, C) -> (B, windows, wh*ww, C), windows in row-major order."""
+  b, h, w, c = x.shape
+  wh, ww = window
+  x = x.reshape(b, h // wh, wh, w // ww, ww, c).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(b, (h // wh) * (w // ww), wh * ww, c)
+
+
+def window_reverse(x, window: Tuple[int, int], size: Tuple[int, int]):
+  """Inverse of `window_partition` for a map of `size` = (H, W)."""
+  b, _, _, c = x.shape
+  (wh, ww), (h, w) = window, size
+  x = x.reshape(b, h // wh, w // ww, wh, ww, c).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(b, h, w, c)
+
+
+def shift_mask(size: Tuple[int, int], window: Tuple[int, int], shift: Tuple[int, int]) -> np.ndarray:
+  """(windows, N, N) additive mask of a cyclically shifted (padded) map of `size`: -100 between
+  tokens that the shift brought together from different regions, 0 elsewhere (Swin V1, Sec. 3.2)."""
+  regions = np.zeros(size, np.float32)
+  (wh, ww), (sh, sw) = window, shift
+  # The same slices as timm, so a zero shift along one axis gives the same regions too.
+  for i, rows in enumerate((slice(0, -wh), slice(-wh, -sh), slice(-sh, None))):
+    for j, cols in enumerate((slice(0, -ww), slice(-ww, -sw), slice(-sw, None))):
+      regions[rows, cols] = 3 * i + j
+  r = window_partition(regions[None, :, :, None], window)[0, :, :, 0]
+  return np.where(r[:, None, :] != r[:, :, None], -100.0, 0.0).astype(np.float32)
+
+
+def normalize(x, eps: float = 1e-12):
+  """x / max(|x|, eps) over the last axis (PyTorch's F.normalize). The square root is taken after the
+  max: the keys of padding tokens are zero, and |x|'s gradient at zero is NaN."""
+  return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), eps ** 2))
+
+
+class CpbMlp(nn.Module):
+  """G of Eq. 3: relative coordinates (..., 2) -> one bias per head, through 512 ReLU units (timm's
+  nn.Sequential, hence layers_0 and layers_2)."""
+  num_heads: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, coords):
+    x = nn.Dense(CPB_HIDDEN, kernel_init=dense_init, dtype=self.dtype, name="layers_0")(coords)
+    return nn.Dense(self.num_heads, use_bias=False, kernel_init=dense_init, dtype=self.dtype,
+                    name="layers_2")(nn.relu(x))
+
+
+class WindowAttention(nn.Module):
+  """Scaled cosine self-attention inside each window, with the continuous position bias.
+
+  Takes (B, windows, N, C) and the shift mask (windows, N, N) or None."""
+  num_heads: int
+  window: Tuple[int, int]
+  pretrained_window: Tuple[int, int]
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, mask: Optional[np.ndarray]):
+    *lead, n, c = x.shape
+    heads = self.num_heads
+    # timm's qkv has a bias for q and v only (k's is fixed at zero).
+    q_bias = self.param("q_bias", nn.initializers.zeros, (c,))
+    v_bias = self.param("v_bias", nn.initializers.zeros, (c,))
+    qkv = nn.Dense(3 * c, use_bias=False, kernel_init=dense_init, dtype=self.dtype, name="qkv")(x)
+    qkv = qkv + jnp.concatenate([q_bias, jnp.zeros_like(q_bias), v_bias]).astype(qkv.dtype)
+    qkv = jnp.moveaxis(qkv.reshape(*lead, n, 3, heads, c // heads), -3, 0)  # 3, B, windows, N, heads, d
+    q, k, v = (jnp.swapaxes(t, -2, -3) for t in qkv)  # B, windows, heads, N, d
+
+    logit_scale = self.param("logit_scale", nn.initializers.constant(math.log(10.0)), (heads, 1, 1))
+    attn = normalize(q) @ jnp.swapaxes(normalize(k), -1, -2)
+    attn = attn * jnp.exp(jnp.minimum(logit_scale, LOGIT_SCALE_MAX)).astype(attn.dtype)
+
+    table = relative_coords_table(self.window, self.pretrained_window).reshape(-1, 2)
+    bias = CpbMlp(heads, self.dtype, name="cpb_mlp")(jnp.asarray(table))
+    bias = bias[relative_position_index(self.window).reshape(-1)]
+    bias = 16.0 * jax.nn.sigmoid(bias.reshape(n, n, heads).transpose(2, 0, 1))
+    attn = attn + bias.astype(attn.dtype)
+    if mask is not None:
+      attn = attn + jnp.asarray(mask, attn.dtype)[:, None]  # same mask for every head
+    attn = jax.nn.softmax(attn, axis=-1)
+
+    out = jnp.swapaxes(attn @ v, -2, -3).reshape(*lead, n, c)
+    return nn.Dense(c, kernel_init=dense_init, dtype=self.dtype, name="proj")(out)
+
+
+class Mlp(nn.Module):
+  hidden: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    out = x.shape[-1]
+    x = nn.Dense(self.hidden, kernel_init=dense_init, dtype=self.dtype, name="fc1")(x)
+    x = nn.gelu(x, approximate=False)
+    return nn.Dense(out, kernel_init=dense_init, dtype=self.dtype, name="fc2")(x)
+
+
+class SwinV2Block(nn.Module):
+  """(Shifted) window attention and an MLP, each with a residual post-norm, on (B, H, W, C)."""
+  num_heads: int
+  window_size: int
+  shifted: bool
+  pretrained_window: int  # 0: normalise the coordinates by the block's own window
+  mlp_ratio: float
+  drop_path: float
+  post_norm_init: float
+  dtype: Any
+
+  @nn.compact
+  def __call__(self, x, *, train):
+    _, h, w, c = x.shape
+    (wh, sh), (ww, sw) = (window_and_shift(s, self.window_size, self.shifted) for s in (h, w))
+    y = jnp.roll(x, (-sh, -sw), axis=(1, 2))
+    y = jnp.pad(y, ((0, 0), (0, -h % wh), (0, -w % ww), (0, 0)))  # timm pads after the shift
+    size = y.shape[1:3]
+    mask = shift_mask(size, (wh, ww), (sh, sw)) if sh or sw else None
+    y = WindowAttention(self.num_heads, (wh, ww), (self.pretrained_window,) * 2, self.dtype,
+                        name="attn")(window_partition(y, (wh, ww)), mask)
+    y = window_reverse(y, (wh, ww), size)[:, :h, :w]
+    y = jnp.roll(y, (sh, sw), axis=(1, 2))
+    x = x + drop_path(self.drop_path, train)(layer_norm(self.dtype, "norm1", self.post_norm_init)(y))
+    y = Mlp(int(c * self.mlp_ratio), self.dtype, name="mlp")(x)
+    return x + drop_path(self.drop_path, train)(layer_norm(self.dtype, "norm2", self.post_norm_init)(y))
+
+
+class PatchMerging(nn.Module):
+  """2x2 neighbours concatenated (odd sizes padded), Linear without bias, LayerNorm (V2's order)."""
+  features: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    b, h, w, c = x.shape
+    x = jnp.pad(x, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)))
+    h, w = (h + 1) // 2, (w + 1) // 2
+    # Channel order (x[0::2, 0::2], x[1::2, 0::2], x[0::2, 1::2], x[1::2, 1::2]), as Swin's.
+    x = x.reshape(b, h, 2, w, 2, c).transpose(0, 1, 3, 4, 2, 5).reshape(b, h, w, 4 * c)
+    x = nn.Dense(self.features, use_bias=False, kernel_init=dense_init, dtype=self.dtype,
+                 name="reduction")(x)
+    return layer_norm(self.dtype, "norm")(x)
+
+
+class PatchEmbed(nn.Module):
+  """Non-overlapping `patch`x`patch` convolution, then LayerNorm (timm's PatchEmbed with a norm)."""
+  features: int
+  patch: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    x = nn.Conv(self.features, (self.patch,) * 2, (self.patch,) * 2, padding="VALID",
+                kernel_init=patch_init, dtype=self.dtype, name="proj")(x)
+    return layer_norm(self.dtype, "norm")(x)
+
+
+class ClassifierHead(nn.Module):
+  """Global average pooling, dropout, Linear. Returns `(logits, pre_logits)`, pre_logits being the
+  pooled features; with `num_classes=0` (as timm) the logits are those pre_logits."""
+  num_classes: int
+  drop_rate: float = 0.0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, *, train):
+    pre_logits = jnp.mean(x, axis=(1, 2))
+    if self.num_classes == 0:
+      return pre_logits, pre_logits
+    x = nn.Dropout(self.drop_rate, deterministic=not train)(pre_logits)
+    return nn.Dense(self.num_classes, kernel_init=dense_init, dtype=self.dtype, name="fc")(x), pre_logits
+
+
+class SwinV2Stage(nn.Module):
+  dim: int
+  downsample: bool
+  num_heads: int
+  window_size: int
+  pretrained_window: int
+  mlp_ratio: float
+  drop_paths: Tuple[float, ...]  # one rate per block
+  post_norm_init: float
+  dtype: Any
+
+  @nn.compact
+  def __call__(self, x, *, train):
+    if self.downsample:
+      x = PatchMerging(self.dim, self.dtype, name="downsample")(x)
+    blocks = [SwinV2Block(self.num_heads, self.window_size, i % 2 == 1, self.pretrained_window,
+                          self.mlp_ratio, rate, self.post_norm_init, self.dtype)
+              for i, rate in enumerate(self.drop_paths)]
+    return Seq(blocks, name="blocks")(x, train=train)
+
+
+class SwinTransformerV2(nn.Module):
+  """Returns `(logits, features)`: features holds the stage outputs, C2..C5 with 4x4 patches (C<i> at
+  stride 2^i), and pre_logits (the pooled output of the final LayerNorm)."""
+  num_classes: int = 1000
+  img_size: int = 256  # the input must be img_size x img_size (timm's strict_img_size)
+  patch_size: int = 4
+  embed_dim: int = 96  # doubles at each stage
+  depths: Tuple[int, ...] = (2, 2, 6, 2)
+  num_heads: Tuple[int, ...] = (3, 6, 12, 24)
+  window_size: int = 8
+  pretrained_window_sizes: Tuple[int, ...] = ()  # per stage; () or 0: each stage's own window
+  mlp_ratio: float = 4.0
+  drop_rate: float = 0.0  # head dropout
+  drop_path_rate: float = 0.0  # stochastic depth at the last block
+  post_norm_init: float = 0.0  # scale of the blocks' post-norms at init (official code: 0)
+  dtype: Any = jnp.float32
+
+  head_name = "head"  # timm's head module (weight conversion, head reset)
+  timm_classifier = "head.fc"  # its Linear, whose rows count the classes
+  min_size = MIN_SIZE
+  # 2x2 patches keep 2x2 tokens at the last stage, where attention still depends on q and k;
+  # post-norms at 1 so that every parameter gets a gradient at the first step.
+  tiny_options = {"img_size": MIN_SIZE, "patch_size": 2, "window_size": 4, "embed_dim": 16,
+                  "depths": (2, 1, 1, 1), "num_heads": (1, 2, 2, 4), "post_norm_init": 1.0}
+
+  def check(self, x):
+    check_image(x, "swinv2", self.patch_size)
+    if x.shape[1:3] != (self.img_size, self.img_size):
+      raise UserError(f"swinv2 was built for {self.img_size}x{self.img_size} images (option img_size); "
+                      f"got {x.shape[1]}x{x.shape[2]}")
+    stages = len(self.depths)
+    if len(self.num_heads) != stages or len(self.pretrained_window_sizes) not in (0, stages):
+      raise UserError(f"swinv2: num_heads {tuple(self.num_heads)} and pretrained_window_sizes "
+                      f"{tuple(self.pretrained_window_sizes)} need one entry per stage of depths "
+                      f"{tuple(self.depths)}")
+
+  @nn.compact
+  def __call__(self, x, *, train: bool = False):
+    self.check(x)
+    x = PatchEmbed(self.embed_dim, self.patch_size, self.dtype, name="patch_embed")(x.astype(self.dtype))
+    rates = drop_path_rates(self.drop_path_rate, self.depths)
+    pretrained = self.pretrained_window_sizes or (0,) * len(self.depths)
+    stages = [SwinV2Stage(self.embed_dim * 2 ** i, i > 0, self.num_heads[i], self.window_size,
+                          pretrained[i], self.mlp_ratio, rates[i], self.post_norm_init, self.dtype)
+              for i in range(len(self.depths))]
+    taps = tuple(range(len(stages)))
+    x, feats = Seq(stages, name="layers")(x, train=train, capture=taps)
+    first = round(math.log2(self.patch_size))  # C<i> has nominal stride 2^i
+    out = {f"C{first + i}": feats[i] for i in taps}
+    x = layer_norm(self.dtype, "norm")(x)
+    logits, out["pre_logits"] = ClassifierHead(self.num_classes, self.drop_rate, self.dtype,
+                                               name="head")(x, train=train)
+    return logits, out
+
+
+# Table 1 (SwinV2-T/S/B: C = 96/96/128, depths 2-2-6-2 / 2-2-18-2, 32 channels per head), at the
+# ImageNet-1K 256 px setting of Table 2 with 8x8 or 16x16 windows, as timm.
+VARIANTS = {
+    "tiny": dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
+    "small": dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24)),
+    "base": dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)),
+}
+
+
+def _build(variant: str, window: int, kwargs) -> SwinTransformerV2:
+  return SwinTransformerV2(**{**VARIANTS[variant], "window_size": window, **kwargs})
+
+
+@register_model
+def swinv2_tiny_window8_256(**kwargs) -> SwinTransformerV2:
+  """SwinV2-T, 8x8 windows, 256 px (28,347,154 parameters with 1000 classes, as timm)."""
+  return _build("tiny", 8, kwargs)
+
+
+@register_model
+def swinv2_tiny_window16_256(**kwargs) -> SwinTransformerV2:
+  """SwinV2-T, 16x16 windows, 256 px (28,347,154 parameters with 1000 classes, as timm)."""
+  return _build("tiny", 16, kwargs)
+
+
+@register_model
+def swinv2_small_window8_256(**kwargs) -> SwinTransformerV2:
+  """SwinV2-S, 8x8 windows, 256 px (49,728,418 parameters with 1000 classes, as timm)."""
+  return _build("small", 8, kwargs)
+
+
+@register_model
+def swinv2_small_window16_256(**kwargs) -> SwinTransformerV2:
+  """SwinV2-S, 16x16 windows, 256 px (49,728,418 parameters with 1000 classes, as timm)."""
+  return _build("small", 16, kwargs)
+
+
+@register_model
+def swinv2_base_window8_256(**kwargs) -> SwinTransformerV2:
+  """SwinV2-B, 8x8 windows, 256 px (87,918,816 parameters with 1000 classes, as timm)."""
+  return _build("base", 8, kwargs)
+
+
+@register_model
+def swinv2_base_window16_256(**kwargs) -> SwinTransformerV2:
+  """SwinV2-B, 16x16 windows, 256 px (87,918,816 parameters with 1000 classes, as timm)."""
+  return _build("base", 16, kwargs)
