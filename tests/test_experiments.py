@@ -19,7 +19,7 @@ RUN_IN_FULL_ELSEWHERE = {"inception_residual_ablation"}
 # Experiments with a loop of their own (not the classification trainer) test their full setting
 # in their own test file.
 # The resolution each paper trains at; the Inception papers' 299 unless listed.
-PAPER_RESOLUTION = {"inception_next": 224, "vovnet": 224}
+PAPER_RESOLUTION = {"inception_next": 224, "vovnet": 224, "swinv2": 256}
 CLASSIFICATION = [n for n in EXPERIMENTS if hasattr(importlib.import_module(f"experiments.{n}"), "get_config")
                   and importlib.import_module(f"experiments.{n}").get_config("runlocal").get("input")]
 
@@ -54,15 +54,17 @@ def test_full_setting_is_consistent(name):
 @pytest.mark.parametrize("name, arg, model_name", [
     ("inception_next", "atto", "inception_next_atto"), ("inception_next", "small", "inception_next_small"),
     ("inception_next", "base", "inception_next_base"), ("vovnet", "57", "vovnet57a"),
-    ("vovnet", "ese19_dw", "ese_vovnet19b_dw"), ("vovnet", "ese99", "ese_vovnet99b")])
+    ("vovnet", "ese19_dw", "ese_vovnet19b_dw"), ("vovnet", "ese99", "ese_vovnet99b"),
+    ("swinv2", "small", "swinv2_small_window8_256"), ("swinv2", "base16", "swinv2_base_window16_256")])
 def test_variant_settings_build_their_model(name, arg, model_name):
   config = importlib.import_module(f"experiments.{name}").get_config(arg)
   assert config.model_name == model_name and config.input.batch_size % 8 == 0
   model = create_model(config.model_name, num_classes=1000, **config.model.to_dict())
-  jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 224, 224, 3)))
+  size = PAPER_RESOLUTION[name]
+  jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, size, size, 3)))
 
 
-@pytest.mark.parametrize("name", ["inception_next", "vovnet"])
+@pytest.mark.parametrize("name", ["inception_next", "vovnet", "swinv2"])
 def test_unknown_variant_is_a_one_line_error(name):
   with pytest.raises(UserError, match=r"unknown setting 'huge' \(runlocal, "):
     importlib.import_module(f"experiments.{name}").get_config("huge")
