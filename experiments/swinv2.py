@@ -1,11 +1,11 @@
 """Swin Transformer V2 (Liu et al., "Swin Transformer V2: Scaling Up Capacity and Resolution",
-CVPR 2022), paper 6 of the zoo.
+CVPR 2022).
 
 CPU, embedded digits (about 1.5 minutes on 2 cores; held-out top-1 about 0.97):
   python -m experiments.swinv2 --config=runlocal --workdir=workdirs/swinv2_digits
 ImageNet-1k at 256 px, the paper's recipe for one variant (tiny, small, base with 8x8 windows;
-tiny16, small16, base16 with 16x16 windows; default tiny; the paper reports 81.8 / 83.7 / 84.2% top-1
-with 8x8 windows and 82.8 / 84.1 / 84.6% with 16x16; prepare `tfds build imagenet2012
+tiny16, small16, base16 with 16x16 windows; default tiny; the official repository reports 81.8 / 83.7
+/ 84.2% top-1 with 8x8 windows and 82.8 / 84.1 / 84.6% with 16x16; prepare `tfds build imagenet2012
 --manual_dir=...` first):
   python -m experiments.swinv2 --config=tiny --workdir=WORKDIR --config.input.data_dir=TFDS_DIR
 
@@ -17,7 +17,7 @@ do not), global batch 1024, learning rate 1e-3 with 20 warm-up epochs and cosine
 0.5 for tiny / small / base, no parameter EMA. Training images: 256 px bicubic random-resized crops
 (8-100% of the area), flips, RandAugment rand-m9-mstd0.5-inc1 (which turns the color jitter off),
 random erasing 0.25 in 'pixel' mode, Mixup 0.8 / CutMix 1.0 (switch 0.5, one draw per batch).
-Evaluation resizes the short side to 292 (256 / 0.875) and takes the central 256.
+Evaluation resizes the short side to 292 (256 x 256 / 224, bicubic) and takes the central 256.
 Differences left: the warm-up starts at 0 rather than 1e-6, and inputs are scaled to [-1, 1] rather
 than standardised by the ImageNet mean and std.
 

@@ -1,4 +1,4 @@
-"""Claims of the modern backbones (papers 4-6) reproduced on embedded data; each could fail."""
+"""Claims of the modern backbones (papers 4 and 5, Swin V2) reproduced on embedded data; each could fail."""
 from experiments import inception_next, swinv2, vovnet
 
 
