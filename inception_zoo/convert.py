@@ -104,10 +104,11 @@ def head_classes(state_dict: Mapping[str, Any], model) -> int:
 
 def convert_timm(model_name: str, state_dict: Mapping[str, Any], image_size: int = 299,
                  **model_kwargs) -> Tuple[Any, Dict[str, Any]]:
-  """(model, variables) for a registered model holding the weights of a timm state dict."""
+  """(model, variables) for a registered model holding the weights of a timm state dict, traced at
+  `image_size` px, or at the model's own `img_size` when it is built for one input size (Swin V2)."""
   model = create_model(model_name, **model_kwargs)
   model = model.clone(num_classes=head_classes(state_dict, model))
-  image_size = getattr(model, "img_size", image_size)  # a model built for one input size (Swin)
+  image_size = getattr(model, "img_size", image_size)
   abstract = jax.eval_shape(model.init, jax.random.key(0),
                             jnp.zeros((1, image_size, image_size, 3)))
   return model, timm_to_flax(state_dict, dict(abstract))
