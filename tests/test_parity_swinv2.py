@@ -116,10 +116,16 @@ def test_feature_maps_follow_the_stages():
       "pre_logits": (1, 768)}
 
 
-def test_input_of_another_size_is_a_one_line_error():
-  model = create_model("swinv2_tiny_window8_256")
-  with pytest.raises(UserError, match=r"built for 256x256 images \(option img_size\); got 224x224"):
-    jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 224, 224, 3)))
+@pytest.mark.parametrize("options, size, message", [
+    ({}, 224, r"built for 256x256 images \(option img_size\); got 224x224"),
+    ({"num_heads": (3, 6)}, 256, r"need one entry per stage of depths \(2, 2, 6, 2\)"),
+    ({"pretrained_window_sizes": (12,)}, 256, r"need one entry per stage"),
+    ({"embed_dim": 100}, 256, r"widths 100 x 2\^i do not divide into num_heads \(3, 6, 12, 24\)"),
+])
+def test_bad_input_or_options_are_one_line_errors(options, size, message):
+  model = create_model("swinv2_tiny_window8_256", **options)
+  with pytest.raises(UserError, match=message):
+    jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, size, size, 3)))
 
 
 def test_gradients_are_finite_where_windows_pad_the_map():

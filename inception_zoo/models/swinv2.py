@@ -9,8 +9,9 @@ here followed by LayerNorm as V2 does), and blocks that alternate self-attention
 non-overlapping windows with attention inside windows shifted by half a window (a cyclic shift plus
 a mask that keeps tokens from different regions of the map apart). V2 changes the block:
 
-- residual post-norm: x + LN(Attn(x)), x + LN(MLP(x)) (Sec. 3.2), with the norms initialised at
-  zero as the official code does, so every block starts as the identity;
+- residual post-norm: x + LN(Attn(x)), x + LN(MLP(x)) (Sec. 3.2), with the norms' scales
+  initialised at zero as the official code does (`post_norm_init`), so every block starts as the
+  identity;
 - scaled cosine attention: cos(q, k) / tau + B per head, with a learnable log(1 / tau) clamped at
   log(1 / 0.01) (Eq. 2);
 - continuous relative position bias: B = 16 sigmoid(G(dx, dy)), G a two-layer MLP (512 hidden
@@ -314,6 +315,9 @@ class SwinTransformerV2(nn.Module):
       raise UserError(f"swinv2: num_heads {tuple(self.num_heads)} and pretrained_window_sizes "
                       f"{tuple(self.pretrained_window_sizes)} need one entry per stage of depths "
                       f"{tuple(self.depths)}")
+    if any(self.embed_dim * 2 ** i % h for i, h in enumerate(self.num_heads)):
+      raise UserError(f"swinv2: the stage widths {self.embed_dim} x 2^i do not divide into num_heads "
+                      f"{tuple(self.num_heads)}")
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
