@@ -17,9 +17,9 @@ from typing import Any, Dict, Optional, Tuple
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
-from jax.experimental import multihost_utils
 
 from inception_zoo.errors import UserError
+from inception_zoo import sharding
 from inception_zoo.sharding import path_str
 
 WEIGHTS_META = "inception_zoo.json"
@@ -71,8 +71,7 @@ class Checkpoints:
     dst = f"{src}.damaged-{int(time.time())}"
     if jax.process_index() == 0:
       os.rename(src, dst)
-    if jax.process_count() > 1:
-      multihost_utils.sync_global_devices(f"set aside checkpoint {step}")
+    sharding.barrier(f"set aside checkpoint {step}")
     self.manager.reload()
     return dst
 
@@ -107,7 +106,7 @@ def load_weights(directory: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     steps = sorted((int(d) for d in os.listdir(run) if d.isdigit()), reverse=True)
     if not steps:
       raise UserError(f"{run} holds no finished checkpoint")
-    state = _restore_numpy(os.path.join(run, str(steps[0]), "state"))
+    state = restore_numpy(os.path.join(run, str(steps[0]), "state"))
     return ({"params": state["ema_params"], "batch_stats": state["batch_stats"]},
             {"source": f"run:{directory}", "step": steps[0]})
   path = os.path.join(directory, "variables")
@@ -118,10 +117,10 @@ def load_weights(directory: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
   if os.path.exists(os.path.join(directory, WEIGHTS_META)):
     with open(os.path.join(directory, WEIGHTS_META)) as f:
       card = json.load(f)
-  return _restore_numpy(path), card
+  return restore_numpy(path), card
 
 
-def _restore_numpy(path: str) -> Dict[str, Any]:
+def restore_numpy(path: str) -> Dict[str, Any]:
   """Any Orbax pytree checkpoint, whatever mesh wrote it, as numpy arrays on this host."""
   try:
     ckptr = ocp.StandardCheckpointer()

@@ -21,10 +21,11 @@ device, without compiling or loading data (fake devices stand in for a pod):
         --experiment=inception_resnet_v2 --config.mesh.data=1 --config.mesh.fsdp=8
 """
 import re
-from typing import Any, Dict, Iterable, List, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Sequence, Tuple
 
 import jax
 import numpy as np
+from orbax.checkpoint import multihost
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from inception_zoo.errors import UserError
@@ -34,6 +35,29 @@ DATA_AXES = ("data", "fsdp")
 # Data parallelism everywhere; FSDP slices any leaf of at least 2^14 elements over the `fsdp` axis
 # (a no-op while that axis has size 1).
 DEFAULT_RULES = ((".*", "fsdp"),)
+
+
+def barrier(name: str, timeout_s: int = 3600):
+  """Blocks until every process reaches `name` (unique per run); a no-op in one process.
+
+  Goes through the coordination service rather than a device collective: CPU (gloo) collectives give
+  up after 30 s, less than one host's compile can lag another's."""
+  multihost.get_barrier_sync_fn()(key=name, timeout_ms=timeout_s * 1000)
+
+
+def compile_together(jitted: Callable, name: str) -> Callable:
+  """`jitted`, compiled at its first call, after which every process waits for the others; so they
+  enter its first collective together whatever their compile times (or compile-cache hits)."""
+  compiled = None
+
+  def call(*args):
+    nonlocal compiled
+    if compiled is None:
+      compiled = jitted.lower(*args).compile()
+      barrier(f"compiled {name}")
+    return compiled(*args)
+
+  return call
 
 
 def make_mesh(axes: Dict[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:

@@ -5,7 +5,7 @@ import socket
 import chex
 import numpy as np
 
-from fault_helpers import final_state, losses, run, start
+from run_helpers import final_state, losses, output, run, start
 
 
 def free_port() -> int:
@@ -14,20 +14,27 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
+# The tiny residual network, 3 steps: two meshes sum in different orders, and in a net this narrow (2
+# channels in the stem) a 1e-7 difference soon flips a max-pool's choice. Two one-process meshes (8 and
+# 4 devices) agree to 1.2e-7 at step 3 and to 6e-5 at step 4, as do one and two processes.
+MODEL = "--config.model_name=inception_resnet_v2"
+
+
 def test_two_processes_equal_one_process(tmp_path):
   single, multi = tmp_path / "single", tmp_path / "multi"
-  run(single, "--config.total_steps=4", devices=8)
+  run(single, MODEL, "--config.total_steps=3", devices=8)
   port = free_port()
-  procs = [start(multi, "--config.total_steps=4", f"--coordinator_address=127.0.0.1:{port}",
-                 "--num_processes=2", f"--process_id={i}", devices=4) for i in range(2)]
+  procs = [start(multi, MODEL, "--config.total_steps=3", f"--coordinator_address=127.0.0.1:{port}",
+                 "--num_processes=2", f"--process_id={i}", devices=4, log=tmp_path / f"process{i}.log")
+           for i in range(2)]
   for p in procs:
-    _, err = p.communicate(timeout=900)
-    assert p.returncode == 0, err[-3000:]
+    p.wait(timeout=900)
+    assert p.returncode == 0, output(p)
   a, b = losses(single), losses(multi)  # process 0 alone writes metrics
-  assert sorted(a) == sorted(b) == [1, 2, 3, 4]
+  assert sorted(a) == sorted(b) == [1, 2, 3]
   np.testing.assert_allclose([b[k] for k in sorted(b)], [a[k] for k in sorted(a)], rtol=1e-5)
-  chex.assert_trees_all_close(final_state(multi, 4)["params"], final_state(single, 4)["params"],
+  chex.assert_trees_all_close(final_state(multi, 3)["params"], final_state(single, 3)["params"],
                               atol=1e-5, rtol=1e-5)
   # The two-process checkpoint resumes in a single process, which trains on.
-  run(multi, "--config.total_steps=6", devices=8)
-  assert max(losses(multi)) == 6
+  run(multi, MODEL, "--config.total_steps=5", devices=8)
+  assert max(losses(multi)) == 5

@@ -3,17 +3,12 @@ import os
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
+from run_helpers import final_state
 from inception_zoo import UserError, ckpt
 from inception_zoo.metrics import NonFiniteLoss, read_metrics
 from inception_zoo.train import classification
-
-
-def final_state(workdir: str, step: int):
-  path = os.path.join(workdir, "checkpoints", str(step), "state")
-  return ocp.StandardCheckpointer().restore(os.path.abspath(path))
 
 
 def test_loss_falls(digits_config, tmp_path):

@@ -109,8 +109,9 @@ class Setup:
         config, self.model, self.tx, self.image_shape, self.mesh, self.checkpoints,
         head=getattr(self.model, "head_name", "head"))
     batch_sharding = sharding.batch_sharding(self.mesh)
-    self.eval_step = jax.jit(make_eval_step(self.model, bool(config.ema_decay)),
-                             in_shardings=(self.shardings, batch_sharding))
+    self.eval_step = sharding.compile_together(
+        jax.jit(make_eval_step(self.model, bool(config.ema_decay)),
+                in_shardings=(self.shardings, batch_sharding)), "eval step")
 
   def evaluate(self) -> Dict[str, float]:
     sums: Dict[str, float] = {}
@@ -138,9 +139,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   if start >= s.total_steps:
     logging.info("%s is already at step %d of %d", workdir, start, s.total_steps)
   batch_sharding = sharding.batch_sharding(s.mesh)
-  train_step = jax.jit(make_train_step(s.model, s.tx, s.schedule, cfg),
-                       in_shardings=(s.shardings, batch_sharding),
-                       out_shardings=(s.shardings, sharding.replicated(s.mesh)), donate_argnums=0)
+  train_step = sharding.compile_together(
+      jax.jit(make_train_step(s.model, s.tx, s.schedule, cfg), in_shardings=(s.shardings, batch_sharding),
+              out_shardings=(s.shardings, sharding.replicated(s.mesh)), donate_argnums=0), "train step")
   batches = pipeline.train_batches(s.train_data.source, s.pp_train, global_batch=cfg.input.batch_size,
                                    seed=cfg.seed, start_batch=start, num_threads=cfg.input.num_threads)
 
@@ -176,7 +177,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
       last = step == s.total_steps
       log = step % cfg.log_every == 0 or last
       evaluate_now = (cfg.eval_every and step % cfg.eval_every == 0) or last
-      preempted = preemption.agreed()
+      preempted = preemption.agreed(step)
       save = s.checkpoints.should_save(step) or last or preempted
       if log or evaluate_now or save:
         settle()  # nothing is logged or saved past a non-finite step

@@ -111,24 +111,32 @@ def global_batch(mesh: jax.sharding.Mesh, local: Dict[str, np.ndarray]) -> Dict[
 
 
 class Preemption:
-  """Records SIGTERM (a pre-empted VM, a cluster's time limit) so the loop can save and stop."""
+  """Notices SIGTERM (a pre-empted VM, a cluster's time limit) so the loop can save and stop.
+
+  One process: a Python handler records it. Several: JAX's preemption service (started by
+  `jax.distributed.initialize`, which catches SIGTERM itself) agrees through the coordination service
+  on a step at which every host saves. A device collective for this would race the dispatched train
+  step's collectives and can deadlock CPU (gloo) runs."""
 
   def __init__(self):
     self.requested = False
     self._previous: Optional[Callable] = None
+    self._local = jax.process_count() == 1
 
   def __enter__(self):
-    self._previous = signal.signal(signal.SIGTERM, self._handle)
+    if self._local:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
     return self
 
   def _handle(self, signum, frame):
     self.requested = True
 
-  def agreed(self) -> bool:
-    """Whether any process got the signal: every host must save (and stop) at the same step."""
-    if jax.process_count() == 1:
+  def agreed(self, step: int) -> bool:
+    """Whether to save and stop at `step`; multi-process runs must ask at every step."""
+    if self._local:
       return self.requested
-    return bool(multihost_utils.process_allgather(np.int32(self.requested)).max())
+    return multihost_utils.reached_preemption_sync_point(step)
 
   def __exit__(self, *exc):
-    signal.signal(signal.SIGTERM, self._previous or signal.SIG_DFL)
+    if self._local:
+      signal.signal(signal.SIGTERM, self._previous or signal.SIG_DFL)

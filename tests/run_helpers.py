@@ -5,7 +5,7 @@ import subprocess
 import sys
 import time
 
-import orbax.checkpoint as ocp
+from inception_zoo import ckpt
 
 # 1/16 width, one block per stage, batch 32, a log row per step: the real command line, small.
 TINY = ["--config=runlocal", "--config.model.width=0.0625", "--config.model.depths=(1, 1, 1)",
@@ -32,9 +32,20 @@ def run(workdir, *flags, devices: int = 1, timeout: int = 900) -> subprocess.Com
   return proc
 
 
-def start(workdir, *flags, devices: int = 1) -> subprocess.Popen:
-  return subprocess.Popen(command(workdir, *flags), cwd=ROOT, env=environment(devices),
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def start(workdir, *flags, devices: int = 1, log=None) -> subprocess.Popen:
+  """Starts a run whose output goes to the file `proc.log`: with pipes, a child blocked on a full pipe
+  that nobody reads yet would stall its peers' collectives."""
+  log = str(log or f"{workdir}.log")
+  with open(log, "w") as f:
+    proc = subprocess.Popen(command(workdir, *flags), cwd=ROOT, env=environment(devices), stdout=f,
+                            stderr=subprocess.STDOUT)
+  proc.log = log
+  return proc
+
+
+def output(proc: subprocess.Popen) -> str:
+  with open(proc.log) as f:
+    return f.read()[-3000:]
 
 
 def losses(workdir):
@@ -51,7 +62,7 @@ def wait_for_step(proc: subprocess.Popen, workdir, step: int, timeout: float = 9
   deadline = time.time() + timeout
   while max(losses(workdir), default=0) < step:
     if proc.poll() is not None:
-      raise AssertionError(f"run ended early: {proc.stderr.read()[-3000:]}")
+      raise AssertionError(f"run ended early: {output(proc)}")
     if time.time() > deadline:
       proc.kill()
       raise AssertionError(f"no step {step} within {timeout} s")
@@ -64,5 +75,5 @@ def checkpoint_steps(workdir):
 
 
 def final_state(workdir, step):
-  return ocp.StandardCheckpointer().restore(os.path.join(os.path.abspath(workdir), "checkpoints",
-                                                         str(step), "state"))
+  """The train state saved at `step` as numpy arrays, whatever mesh or processes wrote it."""
+  return ckpt.restore_numpy(os.path.join(os.path.abspath(workdir), "checkpoints", str(step), "state"))
