@@ -23,6 +23,9 @@ from inception_zoo import sharding
 from inception_zoo.sharding import path_str
 
 WEIGHTS_META = "inception_zoo.json"
+# Top-level modules that SimMIM pre-training adds to a Swin V2 encoder (models/simmim.py); weights
+# from such a run initialise a classifier without them.
+PRETRAINING_ONLY = ("mask_token", "decoder")
 
 
 def abstract_like(tree, shardings):
@@ -132,23 +135,44 @@ def restore_numpy(path: str) -> Dict[str, Any]:
     raise UserError(f"cannot read the checkpoint in {path}: {str(e).splitlines()[0]}")
 
 
-def merge_weights(fresh: Dict[str, Any], loaded: Dict[str, Any], head: str) -> Tuple[Dict[str, Any], list]:
+def _top_module(name: str) -> str:
+  """'params/decoder/kernel' -> 'decoder'."""
+  return name.split("/")[1] if "/" in name else name
+
+
+def merge_weights(fresh: Dict[str, Any], loaded: Dict[str, Any], head: str,
+                  drop: Tuple[str, ...] = PRETRAINING_ONLY) -> Tuple[Dict[str, Any], list]:
   """`fresh` variables with every leaf replaced by the loaded one of the same path and shape.
 
-  Leaves under the module named `head` whose shape differs (another number of classes) keep their
-  fresh initialisation; any other missing or mis-shaped leaf is an error. Returns (merged, reset paths).
+  Leaves under the module named `head` that are missing (a SimMIM encoder has no classifier) or
+  differ in shape (another number of classes) keep their fresh initialisation. Loaded top-level
+  modules named in `drop` (what pre-training adds: SimMIM's mask token and decoder) are left out;
+  any other missing, extra or mis-shaped leaf is an error. Returns (merged, reset paths).
   """
   flat = {path_str(p): v for p, v in jax.tree_util.tree_flatten_with_path(loaded)[0]}
+  wanted = {path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(fresh)[0]}
+  unused = [n for n in flat if n not in wanted]
+  extra = [n for n in unused if _top_module(n) not in drop]
+  if extra:
+    raise UserError(f"loaded weights have '{extra[0]}', which the model lacks (were they made for "
+                    f"another model?)")
+  dropped = sorted({_top_module(n) for n in unused})
+  if dropped:
+    logging.info("loaded weights: left out the pre-training modules %s", ", ".join(dropped))
   reset = []
 
   def take(path, x):
     name = path_str(path)
+    under_head = f"/{head}/" in f"/{name}"
     if name not in flat:
+      if under_head:
+        reset.append(name)
+        return x
       raise UserError(f"loaded weights have no '{name}' (were they made for another model?)")
     y = flat[name]
     if tuple(y.shape) == tuple(x.shape):
       return np.asarray(y, dtype=x.dtype)
-    if f"/{head}/" in f"/{name}":
+    if under_head:
       reset.append(name)
       return x
     raise UserError(f"loaded '{name}' has shape {tuple(y.shape)}, the model needs {tuple(x.shape)}")

@@ -245,14 +245,16 @@ class PatchEmbed(nn.Module):
 
 class ClassifierHead(nn.Module):
   """Global average pooling, dropout, Linear. Returns `(logits, pre_logits)`, pre_logits being the
-  pooled features; with `num_classes=0` (as timm) the logits are those pre_logits."""
+  pooled features; with `num_classes=0` (as timm) the logits are those pre_logits, and with
+  `global_pool=''` as well they are the un-pooled (B, H, W, C) map (what SimMIM's decoder reads)."""
   num_classes: int
   drop_rate: float = 0.0
+  global_pool: str = "avg"
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, *, train):
-    pre_logits = jnp.mean(x, axis=(1, 2))
+    pre_logits = jnp.mean(x, axis=(1, 2)) if self.global_pool == "avg" else x
     if self.num_classes == 0:
       return pre_logits, pre_logits
     x = nn.Dropout(self.drop_rate, deterministic=not train)(pre_logits)
@@ -293,6 +295,7 @@ class SwinTransformerV2(nn.Module):
   pretrained_window_sizes: Tuple[int, ...] = ()  # per stage; () or 0: each stage's own window
   mlp_ratio: float = 4.0
   drop_rate: float = 0.0  # head dropout
+  global_pool: str = "avg"  # 'avg' or '' (no pooling: only with num_classes=0, as timm)
   drop_path_rate: float = 0.0  # stochastic depth at the last block
   post_norm_init: float = 0.0  # scale of the blocks' post-norms at init (official code: 0)
   dtype: Any = jnp.float32
@@ -310,6 +313,9 @@ class SwinTransformerV2(nn.Module):
     if x.shape[1:3] != (self.img_size, self.img_size):
       raise UserError(f"swinv2 was built for {self.img_size}x{self.img_size} images (option img_size); "
                       f"got {x.shape[1]}x{x.shape[2]}")
+    if self.global_pool not in ("avg", "") or self.global_pool == "" and self.num_classes:
+      raise UserError(f"swinv2: global_pool is 'avg', or '' with num_classes=0; got "
+                      f"'{self.global_pool}' with {self.num_classes} classes")
     stages = len(self.depths)
     if len(self.num_heads) != stages or len(self.pretrained_window_sizes) not in (0, stages):
       raise UserError(f"swinv2: num_heads {tuple(self.num_heads)} and pretrained_window_sizes "
@@ -320,9 +326,13 @@ class SwinTransformerV2(nn.Module):
                       f"{tuple(self.num_heads)}")
 
   @nn.compact
-  def __call__(self, x, *, train: bool = False):
+  def __call__(self, x, *, train: bool = False, mask=None, mask_token=None):
+    """`mask` (B, H/patch, W/patch) bool and `mask_token` (embed_dim,): SimMIM pre-training
+    (models/simmim.py) replaces the embeddings of masked patches by the token before the stages."""
     self.check(x)
     x = PatchEmbed(self.embed_dim, self.patch_size, self.dtype, name="patch_embed")(x.astype(self.dtype))
+    if mask is not None:
+      x = jnp.where(mask[..., None], mask_token.astype(x.dtype), x)
     rates = drop_path_rates(self.drop_path_rate, self.depths)
     pretrained = self.pretrained_window_sizes or (0,) * len(self.depths)
     stages = [SwinV2Stage(self.embed_dim * 2 ** i, i > 0, self.num_heads[i], self.window_size,
@@ -333,8 +343,8 @@ class SwinTransformerV2(nn.Module):
     first = round(math.log2(self.patch_size))  # C<i> has nominal stride 2^i
     out = {f"C{first + i}": feats[i] for i in taps}
     x = layer_norm(self.dtype, "norm")(x)
-    logits, out["pre_logits"] = ClassifierHead(self.num_classes, self.drop_rate, self.dtype,
-                                               name="head")(x, train=train)
+    logits, out["pre_logits"] = ClassifierHead(self.num_classes, self.drop_rate, self.global_pool,
+                                               self.dtype, name="head")(x, train=train)
     return logits, out
 
 

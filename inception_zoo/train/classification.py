@@ -1,4 +1,5 @@
-"""The generic supervised image-classification trainer most experiments call.
+"""The generic supervised image-classification trainer most experiments call, and the loop other
+trainers share.
 
     python -m experiments.inception_v4 --config=runlocal --workdir=/tmp/iv4
 
@@ -6,12 +7,18 @@
 (else loads `config.init_from` weights), trains with jitted steps sharded over the config's mesh,
 evaluates top-1/top-5 on the held-out split, writes metrics, saves checkpoints, and returns the final
 evaluation. `evaluate(config, workdir)` (`--config.mode=eval`) scores a workdir or imported weights.
+
+Both take a `Task`: the model, the train step, the eval step and the final line. `CLASSIFICATION` is
+this module's; a trainer whose loss differs but whose loop does not (train/simmim.py) passes its own
+and reuses everything else: input, sharding, resume, NaN stop, metrics, checkpoints, pre-emption.
 """
+import dataclasses
 import logging
 import sys
 import time
-from typing import Any, Dict
+from typing import Any, Callable, Dict
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -34,6 +41,18 @@ def cross_entropy(logits, targets):
   return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
 
 
+def apply_gradients(state: TrainState, grads, loss, batch_stats, tx: optax.GradientTransformation,
+                    config: ml_collections.ConfigDict):
+  """What every train step ends with: the optimizer update, the parameter EMA, and the guard that
+  leaves the state untouched when the loss or gradients are not finite. Returns (state, grad norm)."""
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  new = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state,
+                      ema_params=ema_update(state.ema_params, params, state.step, config.ema_decay))
+  grad_norm = optax.tree.norm(grads)
+  return keep_if_finite(jnp.isfinite(loss) & jnp.isfinite(grad_norm), new, state), grad_norm
+
+
 def make_train_step(model, tx, schedule, config):
   num_classes = model.num_classes
 
@@ -51,13 +70,7 @@ def make_train_step(model, tx, schedule, config):
       return loss, (logits, updates["batch_stats"])
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    new = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                        opt_state=opt_state,
-                        ema_params=ema_update(state.ema_params, params, state.step, config.ema_decay))
-    grad_norm = optax.tree.norm(grads)
-    new = keep_if_finite(jnp.isfinite(loss) & jnp.isfinite(grad_norm), new, state)
+    new, grad_norm = apply_gradients(state, grads, loss, batch_stats, tx, config)
     metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
                "grad_norm": grad_norm, "learning_rate": schedule(state.step)}
     return new, metrics
@@ -65,11 +78,16 @@ def make_train_step(model, tx, schedule, config):
   return train_step
 
 
-def make_eval_step(model, use_ema: bool):
+def eval_params(state: TrainState, config: ml_collections.ConfigDict):
+  """The parameters a run is evaluated with: their EMA when the run keeps one."""
+  return state.ema_params if config.ema_decay else state.params
+
+
+def make_eval_step(model, config):
   k = min(5, model.num_classes)
 
   def eval_step(state: TrainState, batch):
-    params = state.ema_params if use_ema else state.params
+    params = eval_params(state, config)
     logits, _ = model.apply({"params": params, "batch_stats": state.batch_stats}, batch["image"],
                             train=False)
     mask, labels = batch["mask"], batch["label"]
@@ -82,11 +100,37 @@ def make_eval_step(model, use_ema: bool):
   return eval_step
 
 
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """What a trainer plugs into the shared loop.
+
+  build_model(config, dataset classes) -> the model; make_train_step(model, tx, schedule, config) ->
+  step(state, batch) -> (state, metrics with 'loss'); make_eval_step(model, config) -> step(state,
+  batch) -> sums over the batch's unpadded rows, 'count' being what they are divided by;
+  summary(config, eval result, eval images, step) -> the line printed at the end."""
+  build_model: Callable[[ml_collections.ConfigDict, int], nn.Module]
+  make_train_step: Callable[..., Callable]
+  make_eval_step: Callable[..., Callable]
+  summary: Callable[[ml_collections.ConfigDict, Dict[str, float], int, int], str]
+
+
+def build_classifier(config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
+  return create_model(config.model_name, num_classes=config.get("num_classes") or num_classes,
+                      **config.model.to_dict())
+
+
+def classification_summary(config, result: Dict[str, float], num_images: int, step: int) -> str:
+  return f"{config.model_name}: held-out top-1 {result['eval/top1']:.4f} ({num_images} images, step {step})"
+
+
+CLASSIFICATION = Task(build_classifier, make_train_step, make_eval_step, classification_summary)
+
+
 class Setup:
   """Everything a run derives from its config before the first step (shared by train and eval)."""
 
-  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
-    self.config, self.workdir = config, workdir
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str, task: Task = CLASSIFICATION):
+    self.config, self.workdir, self.task = config, workdir, task
     inp = config.input
     self.mesh = sharding.make_mesh(config.mesh.to_dict())
     self.train_data = datasets.get_dataset(inp.data, inp.train_split, inp.get("data_dir"))
@@ -97,8 +141,7 @@ class Setup:
     if train_shape != eval_shape:
       raise UserError(f"pp_train gives images of shape {train_shape} but pp_eval {eval_shape}")
     self.image_shape = train_shape
-    num_classes = config.get("num_classes") or self.train_data.num_classes
-    self.model = create_model(config.model_name, num_classes=num_classes, **config.model.to_dict())
+    self.model = task.build_model(config, self.train_data.num_classes)
     self.steps_per_epoch = pipeline.steps_per_epoch(len(self.train_data), inp.batch_size)
     self.total_steps = config.get("total_steps") or int(round(config.num_epochs * self.steps_per_epoch))
     self.schedule = optim.make_schedule(config, self.steps_per_epoch, self.total_steps)
@@ -110,7 +153,7 @@ class Setup:
         head=getattr(self.model, "head_name", "head"))
     batch_sharding = sharding.batch_sharding(self.mesh)
     self.eval_step = sharding.compile_together(
-        jax.jit(make_eval_step(self.model, bool(config.ema_decay)),
+        jax.jit(task.make_eval_step(self.model, config),
                 in_shardings=(self.shardings, batch_sharding)), "eval step")
 
   def evaluate(self) -> Dict[str, float]:
@@ -125,8 +168,9 @@ class Setup:
     return {f"eval/{k}": v / count for k, v in sums.items()}
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
-  s = Setup(config, workdir)
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       task: Task = CLASSIFICATION) -> Dict[str, float]:
+  s = Setup(config, workdir, task)
   cfg, main = config, jax.process_index() == 0
   start = int(jax.device_get(s.state.step))
   for key, now in (("global_batch", cfg.input.batch_size), ("seed", cfg.seed)):
@@ -140,7 +184,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     logging.info("%s is already at step %d of %d", workdir, start, s.total_steps)
   batch_sharding = sharding.batch_sharding(s.mesh)
   train_step = sharding.compile_together(
-      jax.jit(make_train_step(s.model, s.tx, s.schedule, cfg), in_shardings=(s.shardings, batch_sharding),
+      jax.jit(task.make_train_step(s.model, s.tx, s.schedule, cfg), in_shardings=(s.shardings, batch_sharding),
               out_shardings=(s.shardings, sharding.replicated(s.mesh)), donate_argnums=0), "train step")
   batches = pipeline.train_batches(s.train_data.source, s.pp_train, global_batch=cfg.input.batch_size,
                                    seed=cfg.seed, start_batch=start, num_threads=cfg.input.num_threads)
@@ -203,14 +247,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   writer.close()
   s.checkpoints.close()
   if main:
-    print(f"{cfg.model_name}: held-out top-1 {result['eval/top1']:.4f} "
-          f"({len(s.eval_data)} images, step {int(jax.device_get(s.state.step))})")
+    print(task.summary(cfg, result, len(s.eval_data), int(jax.device_get(s.state.step))))
   return result
 
 
-def evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
+def evaluate(config: ml_collections.ConfigDict, workdir: str,
+             task: Task = CLASSIFICATION) -> Dict[str, float]:
   """Scores the newest checkpoint in `workdir`, or `config.init_from` weights when it has none."""
-  s = Setup(config, workdir)
+  s = Setup(config, workdir, task)
   if not s.meta and not config.get("init_from"):
     raise UserError(f"nothing to evaluate: {workdir} has no checkpoint and config.init_from is empty")
   result = s.evaluate()
@@ -220,11 +264,11 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float
   return result
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
+def run(config: ml_collections.ConfigDict, workdir: str, task: Task = CLASSIFICATION) -> Dict[str, float]:
   modes = {"train": train_and_evaluate, "eval": evaluate}
   if config.mode not in modes:
     raise UserError(f"unknown mode '{config.mode}' (train, eval)")
-  return modes[config.mode](config, workdir)
+  return modes[config.mode](config, workdir, task)
 
 
 def base_config() -> ml_collections.ConfigDict:

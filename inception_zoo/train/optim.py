@@ -31,8 +31,11 @@ def make_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int,
                                        alpha=s.get("end_lr_fraction", 0.0))
   elif s.name == "constant":
     main = optax.constant_schedule(s.base_lr)
+  elif s.name == "multistep":  # x decay_rate at each of `milestones` (epochs from the start of training)
+    main = optax.piecewise_constant_schedule(
+        s.base_lr, {int(round(m * steps_per_epoch)) - warmup: s.decay_rate for m in s.milestones})
   else:
-    raise UserError(f"unknown schedule '{s.name}' (exponential, cosine, constant)")
+    raise UserError(f"unknown schedule '{s.name}' (exponential, cosine, constant, multistep)")
   if not warmup:
     return main
   return optax.join_schedules([optax.linear_schedule(0.0, s.base_lr, warmup), main], [warmup])
