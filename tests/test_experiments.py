@@ -19,7 +19,7 @@ RUN_IN_FULL_ELSEWHERE = {"inception_residual_ablation"}
 # Experiments with a loop of their own (not the classification trainer) test their full setting
 # in their own test file.
 # The resolution each paper trains at; the Inception papers' 299 unless listed.
-PAPER_RESOLUTION = {"inception_next": 224, "vovnet": 224, "swinv2": 256}
+PAPER_RESOLUTION = {"inception_next": 224, "vovnet": 224, "swinv2": 256, "simmim_swinv2": 192}
 CLASSIFICATION = [n for n in EXPERIMENTS if hasattr(importlib.import_module(f"experiments.{n}"), "get_config")
                   and importlib.import_module(f"experiments.{n}").get_config("runlocal").get("input")]
 
@@ -64,7 +64,7 @@ def test_variant_settings_build_their_model(name, arg, model_name):
   jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, size, size, 3)))
 
 
-@pytest.mark.parametrize("name", ["inception_next", "vovnet", "swinv2"])
+@pytest.mark.parametrize("name", ["inception_next", "vovnet", "swinv2", "simmim_swinv2"])
 def test_unknown_variant_is_a_one_line_error(name):
   with pytest.raises(UserError, match=r"unknown setting 'huge' \(runlocal, "):
     importlib.import_module(f"experiments.{name}").get_config("huge")
