@@ -10,9 +10,9 @@ Resume, sharding, the NaN stop, metrics, checkpoints and pre-emption are the sha
 
 Masks are drawn on the device from the step's key (`state.step_rng`) rather than in the input pipeline:
 the step key is a function of the checkpointed state, so a resumed run draws the same masks, the
-pipeline stays the classification one, and no mask crosses from host to device. The evaluation folds
-a fixed key with each row's position in its batch, the same masks at every evaluation, so held-out
-losses of different steps compare.
+pipeline stays the classification one, and no mask crosses from host to device. The evaluation splits
+a fixed key over the rows of each batch: the same masks at every evaluation, so held-out losses of
+different steps compare.
 
 A pre-trained workdir initialises a classifier with `config.init_from=<workdir>`: the encoder's
 weights load, the mask token and decoder are left out, the classifier starts fresh (`ckpt.merge_weights`).
