@@ -19,7 +19,8 @@ RUN_IN_FULL_ELSEWHERE = {"inception_residual_ablation"}
 # Experiments with a loop of their own (not the classification trainer) test their full setting
 # in their own test file.
 # The resolution each paper trains at; the Inception papers' 299 unless listed.
-PAPER_RESOLUTION = {"inception_next": 224, "vovnet": 224, "swinv2": 256, "simmim_swinv2": 192}
+PAPER_RESOLUTION = {"inception_next": 224, "vovnet": 224, "swinv2": 256, "simmim_swinv2": 192,
+                    "iformer": 224}
 CLASSIFICATION = [n for n in EXPERIMENTS if hasattr(importlib.import_module(f"experiments.{n}"), "get_config")
                   and importlib.import_module(f"experiments.{n}").get_config("runlocal").get("input")]
 
@@ -55,7 +56,8 @@ def test_full_setting_is_consistent(name):
     ("inception_next", "atto", "inception_next_atto"), ("inception_next", "small", "inception_next_small"),
     ("inception_next", "base", "inception_next_base"), ("vovnet", "57", "vovnet57a"),
     ("vovnet", "ese19_dw", "ese_vovnet19b_dw"), ("vovnet", "ese99", "ese_vovnet99b"),
-    ("swinv2", "small", "swinv2_small_window8_256"), ("swinv2", "base16", "swinv2_base_window16_256")])
+    ("swinv2", "small", "swinv2_small_window8_256"), ("swinv2", "base16", "swinv2_base_window16_256"),
+    ("iformer", "base", "iformer_base"), ("iformer", "large", "iformer_large")])
 def test_variant_settings_build_their_model(name, arg, model_name):
   config = importlib.import_module(f"experiments.{name}").get_config(arg)
   assert config.model_name == model_name and config.input.batch_size % 8 == 0
@@ -64,7 +66,7 @@ def test_variant_settings_build_their_model(name, arg, model_name):
   jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, size, size, 3)))
 
 
-@pytest.mark.parametrize("name", ["inception_next", "vovnet", "swinv2", "simmim_swinv2"])
+@pytest.mark.parametrize("name", ["inception_next", "vovnet", "swinv2", "simmim_swinv2", "iformer"])
 def test_unknown_variant_is_a_one_line_error(name):
   with pytest.raises(UserError, match=r"unknown setting 'huge' \(runlocal, "):
     importlib.import_module(f"experiments.{name}").get_config("huge")

@@ -28,6 +28,7 @@ def test_registry_lists_the_paper_models():
   assert {"vovnet39a", "vovnet57a", "ese_vovnet19b_dw", "ese_vovnet39b", "ese_vovnet57b",
           "ese_vovnet99b"} <= set(MODELS)
   assert {f"swinv2_{v}_window{w}_256" for v in ("tiny", "small", "base") for w in (8, 16)} <= set(MODELS)
+  assert {"iformer_small", "iformer_base", "iformer_large"} <= set(MODELS)
 
 
 @pytest.mark.parametrize("name", MODELS)
