@@ -1,4 +1,4 @@
-"""iFormer (Si et al., "Inception Transformer", NeurIPS 2022) against the paper's Table 1 and the
+"""iFormer (Si et al., "Inception Transformer", NeurIPS 2022) against the paper's ImageNet table and the
 official code (sail-sg/iFormer, models/inception_transformer.py): parameter counts, MACs, stage shapes,
 the per-block frequency split, the Inception mixer against a PyTorch transcription of the official
 one, position-embedding interpolation, the transformer sharding rules, and input errors.
@@ -20,7 +20,7 @@ from inception_zoo.models import iformer
 from inception_zoo.sharding import path_str
 from inception_zoo.utils import flops
 
-# name -> (Table 1 params in millions, Table 1 GFLOPs at 224 px and at 384 px, the official code's
+# name -> (the paper's params in millions, its GFLOPs at 224 px and at 384 px, the official code's
 # fvcore count at 224 px from its model docstrings)
 PAPER = {"iformer_small": (20, 4.8, 16.1, 4.849), "iformer_base": (48, 9.4, 30.5, 9.379),
          "iformer_large": (87, 14.0, 45.3, 14.048)}
@@ -70,15 +70,15 @@ def test_parameter_counts_equal_the_official_code_and_the_paper(name, abstract):
   count = sum(math.prod(p.shape) for p in jax.tree.leaves(variables["params"]))
   variant = iformer.VARIANTS[name.removeprefix("iformer_")]
   assert count == official_param_count(**variant)
-  # The official docstrings' 19.866M / 47.866M / 86.637M, and Table 1's 20M / 48M / 87M.
+  # The official docstrings' 19.866M / 47.866M / 86.637M, and the paper's 20M / 48M / 87M.
   assert count == {"iformer_small": 19_866_344, "iformer_base": 47_866_216,
                    "iformer_large": 86_637_096}[name]
   assert round(count / 1e6) == PAPER[name][0]
 
 
 @pytest.mark.parametrize("name", PAPER)
-def test_macs_match_table_1(name, abstract):
-  """MACs in the papers' convention (convolutions and matrix products) within 1.5% of Table 1 at 224
+def test_macs_match_the_paper(name, abstract):
+  """MACs in the papers' convention (convolutions and matrix products) within 1.5% of the paper's at 224
   and 384 px, and at most 1% under the official fvcore count, which also charges the norms,
   poolings and upsampling (iFormer-S: 4.826 against 4.849)."""
   model, variables = abstract[name]
@@ -121,7 +121,7 @@ def test_stage_shapes_and_the_frequency_split(name, abstract):
       assert block["mlp"]["fc1"]["kernel"].shape == (c, 4 * c)
       assert ("layer_scale_1" in block) == (stage >= 2)
       shares.append(low / c)
-  # The ramp (Sec. 3.3): the low-frequency share never falls with depth, from 1/3 to over 0.9.
+  # The frequency ramp: the low-frequency share never falls with depth, from 1/3 to over 0.9.
   assert shares == sorted(shares) and shares[0] == pytest.approx(1 / 3) and shares[-1] > 0.9
 
 

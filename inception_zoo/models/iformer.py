@@ -1,22 +1,23 @@
 """Inception Transformer (iFormer).
 
 Si, Yu, Zhou, Zhou, Wang, Yan. "Inception Transformer", NeurIPS 2022 (arXiv:2205.12956), Section 3
-(Figs. 2-3, Eqs. 1-8) and Table 1 (iFormer-S/B/L), as the official code (sail-sg/iFormer,
+(the Inception mixer and the frequency ramp) and its ImageNet-1K results (iFormer-S/B/L: 20M / 48M /
+87M parameters, 4.8 / 9.4 / 14.0 GFLOPs at 224 px), as the official code (sail-sg/iFormer,
 models/inception_transformer.py) builds them.
 
-A four-stage transformer whose token mixer, the Inception mixer (Sec. 3.2), splits the C channels of
-each block into a high-frequency part of C_h channels and a low-frequency part of C_l = a x C / heads
+A four-stage transformer whose token mixer, the Inception mixer, splits the C channels of each block
+into a high-frequency part of C_h channels and a low-frequency part of C_l = a x C / heads
 channels (a = the block's number of attention heads, `attention_heads`):
 
-- high frequency, itself halved: max-pool 3x3 -> 1x1 linear -> GELU on one half (Eq. 3), 1x1 linear
-  -> 3x3 depthwise convolution -> GELU on the other (Eq. 4); each branch doubles its channels
-  (C_h/2 -> C_h), as the official code does;
+- high frequency, itself halved: 1x1 linear -> 3x3 depthwise convolution -> GELU on one half,
+  max-pool 3x3 -> 1x1 linear -> GELU on the other; each branch doubles its channels (C_h/2 -> C_h),
+  as the official code does;
 - low frequency: average pooling by the stage's pool size (2 in stages 1-2, none in 3-4), multi-head
-  self-attention over the pooled tokens with a heads, nearest upsampling back (Eq. 5);
+  self-attention over the pooled tokens with a heads, nearest upsampling back;
 - the 2 C_h + C_l concatenated channels (high first) are fused by a 3x3 depthwise convolution added to
-  its input and projected back to C by a 1x1 linear (Eqs. 6-7).
+  its input and projected back to C by a 1x1 linear.
 
-The frequency ramp (Sec. 3.3) is the per-block `attention_heads` list: C_l grows with depth (iFormer-S:
+The frequency ramp is the per-block `attention_heads` list: C_l grows with depth (iFormer-S:
 1, 3, 7-9, 11 of 3, 6, 10, 12 heads per stage), so early blocks are mostly convolutional and late
 ones mostly attention. Blocks are pre-norm (LayerNorm, eps 1e-6) with a 4x GELU MLP, stochastic depth
 rising linearly over all blocks, and layer scale (1e-6) in stages 3-4 only (the official code passes
@@ -76,7 +77,7 @@ def split_channels(dim: int, num_heads: int, attention_heads: int) -> Tuple[int,
 
 
 class HighMixer(nn.Module):
-  """The high-frequency mixer (Eqs. 3-4) on C_h channels; returns 2 C_h: [conv branch, pool branch]."""
+  """The high-frequency mixer on C_h channels; returns 2 C_h: [conv branch, pool branch]."""
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -91,7 +92,7 @@ class HighMixer(nn.Module):
 
 
 class InceptionMixer(nn.Module):
-  """The Inception token mixer (Sec. 3.2) on (B, H, W, C)."""
+  """The Inception token mixer on (B, H, W, C)."""
   num_heads: int  # the stage's heads: they set the head width C / num_heads
   attention_heads: int  # heads of the low-frequency attention (C_l = attention_heads x head width)
   pool_size: int
@@ -104,7 +105,7 @@ class InceptionMixer(nn.Module):
     high, low = split_channels(c, self.num_heads, self.attention_heads)
     hx = HighMixer(self.dtype, name="high_mixer")(x[..., :high])
 
-    # Low frequency (Eq. 5): attention among pooled tokens, then nearest upsampling.
+    # Low frequency: attention among pooled tokens, then nearest upsampling.
     p, heads, head_dim = self.pool_size, self.attention_heads, low // self.attention_heads
     lx = x[..., high:]
     if p > 1:
@@ -136,7 +137,7 @@ class Mlp(nn.Module):
 
 
 class IFormerBlock(nn.Module):
-  """x + DropPath(gamma_1 Mixer(LN(x))), then x + DropPath(gamma_2 Mlp(LN(x))) (Eq. 8)."""
+  """x + DropPath(gamma_1 Mixer(LN(x))), then x + DropPath(gamma_2 Mlp(LN(x)))."""
   num_heads: int
   attention_heads: int
   pool_size: int
@@ -202,7 +203,7 @@ class InceptionTransformer(nn.Module):
   depths: Tuple[int, ...] = (3, 3, 9, 3)
   embed_dims: Tuple[int, ...] = (96, 192, 320, 384)
   num_heads: Tuple[int, ...] = (3, 6, 10, 12)
-  # Low-frequency attention heads of every block, in order (the frequency ramp of Sec. 3.3).
+  # Low-frequency attention heads of every block, in order (the frequency ramp).
   attention_heads: Tuple[int, ...] = (1,) * 3 + (3,) * 3 + (7,) * 4 + (9,) * 5 + (11,) * 3
   pool_sizes: Tuple[int, ...] = (2, 2, 1, 1)  # low-frequency pooling per stage
   layer_scales: Tuple[float, ...] = (0.0, 0.0, 1e-6, 1e-6)  # gamma init per stage; 0: none
@@ -278,7 +279,7 @@ class InceptionTransformer(nn.Module):
     return dense(self.num_classes, "head", self.dtype)(pre_logits), out
 
 
-# Table 1 as the official code writes it: widths, heads and per-block attention heads. The paper's
+# The paper's variants as the official code writes them: widths, heads and per-block attention heads. The paper's
 # 384 px models are these networks fine-tuned at 384 px (position embeddings interpolated).
 VARIANTS = {
     "small": dict(depths=(3, 3, 9, 3), embed_dims=(96, 192, 320, 384), num_heads=(3, 6, 10, 12),
