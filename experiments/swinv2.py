@@ -29,6 +29,7 @@ head) with 4x4 windows: stage 1's 8x8 tokens alternate plain and shifted windows
 """
 import ml_collections
 
+from inception_zoo import sharding
 from inception_zoo.errors import UserError
 from inception_zoo.main import run_experiment
 from inception_zoo.train import classification
@@ -48,6 +49,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.schedule = ml_collections.ConfigDict(dict(
       name="cosine", base_lr=1e-3, warmup_epochs=20.0, end_lr_fraction=1e-5 / 1e-3, decay_rate=0.94,
       decay_epochs=2.0))
+  # Tensor parallelism over `model` (size 1 until set, e.g. --config.mesh.model=4).
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, model=1))
+  c.sharding_rules = sharding.TENSOR_PARALLEL_RULES
   if arg == "runlocal":
     c.name = "swinv2_digits"
     c.model_name = "swinv2_tiny_window8_256"

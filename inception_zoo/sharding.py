@@ -33,8 +33,20 @@ from inception_zoo.errors import UserError
 DATA_AXES = ("data", "fsdp")
 
 # Data parallelism everywhere; FSDP slices any leaf of at least 2^14 elements over the `fsdp` axis
-# (a no-op while that axis has size 1).
+# (a no-op while that axis has size 1). The conv nets' rule set.
 DEFAULT_RULES = ((".*", "fsdp"),)
+
+# Transformers (Swin V2): Megatron-style tensor parallelism over a `model` axis (Shoeybi et al. 2019).
+# The attention's qkv and the MLP's first layer are split by output (heads, hidden units), the output
+# projections by input, so each block needs one all-reduce per half; FSDP for everything else.
+TENSOR_PARALLEL_RULES = (
+    (r".*/attn/qkv/kernel", (None, "model")),
+    (r".*/attn/proj/kernel", ("model", None)),
+    (r".*/mlp/fc1/kernel", (None, "model")),
+    (r".*/mlp/fc1/bias", ("model",)),
+    (r".*/mlp/fc2/kernel", ("model", None)),
+    (".*", "fsdp"),
+)
 
 
 def barrier(name: str, timeout_s: int = 3600):
@@ -206,8 +218,10 @@ def main(argv: Sequence[str] | None = None):
       apply_override(config, field, value)
     model = create_model(config.model_name, num_classes=config.num_classes or 1000,
                          **config.model.to_dict())
-    # Parameter shapes do not depend on the image size; 299 is valid for every model here.
-    image_shape = (299, 299, 3)
+    # Parameter shapes do not depend on the image size; 299 is valid for the conv nets, which have
+    # no fixed size.
+    size = getattr(model, "img_size", 299)
+    image_shape = (size, size, 3)
     tx = optim.make_optimizer(config, optax.constant_schedule(0.0))
     abstract = jax.eval_shape(make_init(model, tx, image_shape), jax.random.key(0))
     mesh = make_mesh(config.mesh.to_dict())

@@ -18,11 +18,11 @@ def parts(config):
   return model, schedule, optim.make_optimizer(config, schedule)
 
 
-def step_on(config, mesh_axes, initial, fsdp_min_size=2 ** 14):
+def step_on(config, mesh_axes, initial, fsdp_min_size=2 ** 14, rules=sharding.DEFAULT_RULES):
   """One train step with the state and batch laid out on a mesh: (new state, metrics, shardings)."""
   model, schedule, tx = parts(config)
   mesh = sharding.make_mesh(mesh_axes)
-  shardings = sharding.infer_shardings(initial, mesh, sharding.DEFAULT_RULES, fsdp_min_size)
+  shardings = sharding.infer_shardings(initial, mesh, rules, fsdp_min_size)
   src = datasets.get_dataset("digits", "train").source
   fn = pp.build(config.input.pp_train)
   examples = [fn(src[i], None) for i in range(32)]
@@ -59,6 +59,29 @@ def test_data_parallel_and_fsdp_equal_single_device(digits_config):
   assert any(r[0].startswith("opt_state/") for r in sliced) and any(r[0].startswith("params/") for r in sliced)
   small = fsdp.params["features"]["layers_0"]["bn"]["scale"]  # 2 values: replicated
   assert small.sharding.spec == P()
+
+
+def test_tensor_parallel_swin_equals_single_device():
+  from experiments import swinv2
+  config = swinv2.get_config("runlocal")  # widths 48/96: heads and MLP units divide over 4
+  model, _, tx = parts(config)
+  state, _ = init_state(model, tx, (32, 32, 3), sharding.make_mesh({"data": 1}), sharding.DEFAULT_RULES,
+                        seed=0)
+  initial = jax.device_get(state)
+  single, m1, _ = step_on(config, {"data": 1}, initial)
+  tp, mt, _ = step_on(config, {"data": 2, "fsdp": 1, "model": 4}, initial,
+                      rules=config.sharding_rules)
+  np.testing.assert_allclose(mt["loss"], m1["loss"], rtol=1e-5)
+  chex.assert_trees_all_close(jax.device_get(tp.params), jax.device_get(single.params), atol=1e-5,
+                              rtol=1e-5)
+  block = tp.params["layers"]["layers_1"]["blocks"]["layers_0"]
+  assert block["attn"]["qkv"]["kernel"].sharding.spec == P(None, "model")
+  assert {s.data.shape for s in block["attn"]["qkv"]["kernel"].addressable_shards} == {(96, 72)}
+  assert block["mlp"]["fc2"]["kernel"].sharding.spec == P("model", None)
+  # AdamW's moments follow their parameters.
+  mu = tp.opt_state
+  assert any(leaf.sharding.spec == P(None, "model") for leaf in jax.tree.leaves(mu)
+             if getattr(leaf, "shape", None) == (96, 288))
 
 
 def test_explicit_rules_and_their_errors():
