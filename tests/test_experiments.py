@@ -14,8 +14,10 @@ from inception_zoo.data import datasets, pipeline, pp
 
 EXPERIMENTS = sorted(p.stem for p in (pathlib.Path(__file__).parent.parent / "experiments").glob("*.py")
                      if not p.stem.startswith(("_", "common")))
-# Run in full by a claim test (tests/test_claims.py); a 2-step copy here would only repeat its compiles.
-RUN_IN_FULL_ELSEWHERE = {"inception_residual_ablation"}
+# Their CPU settings run in full, through the same command line, in a claim test
+# (tests/test_claims*.py); a 2-step copy here would only repeat the compiles.
+RUN_IN_FULL_ELSEWHERE = {"inception_residual_ablation", "inception_v4", "inception_next", "vovnet", "swinv2",
+                         "iformer"}
 # Experiments with a loop of their own (not the classification trainer) test their full setting
 # in their own test file.
 # The resolution each paper trains at; the Inception papers' 299 unless listed.
