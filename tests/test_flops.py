@@ -17,6 +17,8 @@ CASES = [
     ("inception_v4", 299, 12.28, (0.94, 0.98)),
     # InceptionNeXt's Table (4.2G at 224 px); GELU and BatchNorm over its 4x MLPs make XLA's 7% higher.
     ("inception_next_tiny", 224, 4.2, (1.04, 1.09)),
+    # Swin V2's Table (SwinV2-T, 8x8 windows: 5.9G at 256 px); softmax, norms and GELU add 5% for XLA.
+    ("swinv2_tiny_window8_256", 256, 5.9, (1.03, 1.07)),
 ]
 
 
