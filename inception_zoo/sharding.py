@@ -36,15 +36,16 @@ DATA_AXES = ("data", "fsdp")
 # (a no-op while that axis has size 1). The conv nets' rule set.
 DEFAULT_RULES = ((".*", "fsdp"),)
 
-# Transformers (Swin V2): Megatron-style tensor parallelism over a `model` axis (Shoeybi et al. 2019).
-# The attention's qkv and the MLP's first layer are split by output (heads, hidden units), the output
-# projections by input, so each block needs one all-reduce per half; FSDP for everything else.
+# Transformers (Swin V2, iFormer): Megatron-style tensor parallelism over a `model` axis (Shoeybi et
+# al. 2019). The attention's qkv and the MLP's first layer are split by output (heads, hidden units),
+# the output projections by input, so each block needs one all-reduce per half; their other dimension
+# is sliced over `fsdp` (a no-op at size 1), and FSDP takes everything else.
 TENSOR_PARALLEL_RULES = (
-    (r".*/attn/qkv/kernel", (None, "model")),
-    (r".*/attn/proj/kernel", ("model", None)),
-    (r".*/mlp/fc1/kernel", (None, "model")),
+    (r".*/attn/qkv/kernel", ("fsdp", "model")),
+    (r".*/attn/proj/kernel", ("model", "fsdp")),
+    (r".*/mlp/fc1/kernel", ("fsdp", "model")),
     (r".*/mlp/fc1/bias", ("model",)),
-    (r".*/mlp/fc2/kernel", ("model", None)),
+    (r".*/mlp/fc2/kernel", ("model", "fsdp")),
     (".*", "fsdp"),
 )
 

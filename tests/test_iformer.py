@@ -197,12 +197,12 @@ def test_position_embedding_interpolation_equals_pytorch(size):
 
 def test_tensor_parallel_rules_shard_the_mixer_and_the_mlp(abstract):
   _, variables = abstract["iformer_small"]
-  mesh = sharding.make_mesh({"data": 2, "model": 4})
+  mesh = sharding.make_mesh({"data": 1, "fsdp": 2, "model": 4})
   specs = sharding.infer_shardings(variables["params"], mesh, sharding.TENSOR_PARALLEL_RULES)
   flat = {path_str(p): s.spec for p, s in jax.tree_util.tree_flatten_with_path(specs)[0]}
-  expected = {"attn/qkv/kernel": P(None, "model"), "attn/proj/kernel": P("model", None),
-              "mlp/fc1/kernel": P(None, "model"), "mlp/fc1/bias": P("model"),
-              "mlp/fc2/kernel": P("model", None)}
+  expected = {"attn/qkv/kernel": P("fsdp", "model"), "attn/proj/kernel": P("model", "fsdp"),
+              "mlp/fc1/kernel": P("fsdp", "model"), "mlp/fc1/bias": P("model"),
+              "mlp/fc2/kernel": P("model", "fsdp")}
   for suffix, spec in expected.items():
     matched = [s for p, s in flat.items() if p.endswith(suffix)]
     assert len(matched) == 18 and all(s == spec for s in matched), suffix  # every block of iFormer-S

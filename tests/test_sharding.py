@@ -75,12 +75,12 @@ def test_tensor_parallel_swin_equals_single_device():
   chex.assert_trees_all_close(jax.device_get(tp.params), jax.device_get(single.params), atol=1e-5,
                               rtol=1e-5)
   block = tp.params["layers"]["layers_1"]["blocks"]["layers_0"]
-  assert block["attn"]["qkv"]["kernel"].sharding.spec == P(None, "model")
+  assert block["attn"]["qkv"]["kernel"].sharding.spec == P("fsdp", "model")
   assert {s.data.shape for s in block["attn"]["qkv"]["kernel"].addressable_shards} == {(96, 72)}
-  assert block["mlp"]["fc2"]["kernel"].sharding.spec == P("model", None)
+  assert block["mlp"]["fc2"]["kernel"].sharding.spec == P("model", "fsdp")
   # AdamW's moments follow their parameters.
   mu = tp.opt_state
-  assert any(leaf.sharding.spec == P(None, "model") for leaf in jax.tree.leaves(mu)
+  assert any(leaf.sharding.spec == P("fsdp", "model") for leaf in jax.tree.leaves(mu)
              if getattr(leaf, "shape", None) == (96, 288))
 
 
