@@ -14,6 +14,7 @@ import functools
 
 import ml_collections
 
+from experiments.common import imagenet
 from inception_zoo.main import run_experiment
 from inception_zoo.train import classification
 
@@ -45,15 +46,8 @@ def inception_config(model_name: str, arg: str | None) -> ml_collections.ConfigD
     c.checkpoint_every = 100
   elif arg in (None, "", "full"):
     c.model = ml_collections.ConfigDict(dict(width=1.0, bn_momentum=0.9997))
-    c.input.update(data="tfds:imagenet2012", train_split="train", eval_split="validation",
-                   batch_size=640, eval_batch_size=1000, num_threads=32,
-                   pp_train="decode|inception_crop(299)|flip_lr|value_range(-1, 1)",
-                   pp_eval="decode|resize_small(342)|central_crop(299)|value_range(-1, 1)")
-    c.num_epochs = 100.0
+    imagenet(c, size=299, eval_resize=342, batch_size=640, num_epochs=100.0)
     c.ema_decay = 0.9999
-    c.log_every = 100
-    c.eval_every = 10_000
-    c.checkpoint_every = 5_000
   else:
     raise ValueError(f"unknown setting '{arg}' (runlocal, full)")
   return c

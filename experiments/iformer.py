@@ -31,6 +31,7 @@ of batch 64 (7 epochs).
 """
 import ml_collections
 
+from experiments.common import imagenet
 from inception_zoo import sharding
 from inception_zoo.errors import UserError
 from inception_zoo.main import run_experiment
@@ -77,15 +78,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.optimizer.grad_clip = clip
   c.schedule.end_lr_fraction = end_lr / c.schedule.base_lr
   c.mixup.update(mixup_alpha=0.8, cutmix_alpha=1.0, prob=1.0, switch_prob=0.5)
-  c.input.update(data="tfds:imagenet2012", train_split="train", eval_split="validation",
-                 batch_size=1024, eval_batch_size=1000, num_threads=32,
-                 pp_train="decode|inception_crop(224, area_min=8, method='bicubic')|flip_lr|"
-                          "randaugment('rand-m9-mstd0.5-inc1')|value_range(-1, 1)|random_erase(0.25)",
-                 pp_eval="decode|resize_small(248, method='bicubic')|central_crop(224)|value_range(-1, 1)")
-  c.num_epochs = 300.0
-  c.log_every = 100
-  c.eval_every = 10_000
-  c.checkpoint_every = 5_000
+  imagenet(c, size=224, eval_resize=248, batch_size=1024, num_epochs=300.0, crop="area_min=8",
+           augment="rand-m9-mstd0.5-inc1", erase=0.25, bicubic=True)
   return c
 
 

@@ -29,6 +29,7 @@ warm-up and cosine decay, 300 steps of batch 64 (13 epochs).
 """
 import ml_collections
 
+from experiments.common import imagenet
 from inception_zoo.errors import UserError
 from inception_zoo.main import run_experiment
 from inception_zoo.train import classification
@@ -66,19 +67,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   rand_augment, erase, mixup_alpha = RECIPE.get(variant, RECIPE["default"])
   c.mixup.update(mixup_alpha=mixup_alpha, cutmix_alpha=1.0, prob=1.0, switch_prob=0.5)
   eval_resize = 236 if variant == "base" else 256
-  c.input.update(data="tfds:imagenet2012", train_split="train", eval_split="validation",
-                 batch_size=4096, eval_batch_size=1000, num_threads=32,
-                 pp_train=f"decode|inception_crop(224, area_min=8)|flip_lr|randaugment('{rand_augment}')|"
-                          f"value_range(-1, 1)|random_erase({erase})",
-                 pp_eval=f"decode|resize_small({eval_resize})|central_crop(224)|value_range(-1, 1)")
-  c.num_epochs = 300.0
+  imagenet(c, size=224, eval_resize=eval_resize, batch_size=4096, num_epochs=300.0, crop="area_min=8",
+           augment=rand_augment, erase=erase)
   if variant == "atto":
     c.input.batch_size = 1280
     c.num_epochs = 600.0
     c.schedule.update(base_lr=1e-3, warmup_epochs=5.0, end_lr_fraction=5e-7 / 1e-3)
-  c.log_every = 100
-  c.eval_every = 10_000
-  c.checkpoint_every = 5_000
   return c
 
 

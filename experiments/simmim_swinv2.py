@@ -32,6 +32,7 @@ digits, 4x4 patches, widths 48/96, 4x4 windows), two stages, so the encoder's st
 import ml_collections
 
 from experiments import swinv2
+from experiments.common import imagenet
 from inception_zoo.errors import UserError
 from inception_zoo.main import run_experiment
 from inception_zoo.train import classification, simmim
@@ -63,16 +64,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.name = "simmim_swinv2_base_192"
   c.model_name = "swinv2_base_window8_256"
   c.model = ml_collections.ConfigDict(dict(img_size=192, window_size=12, drop_path_rate=0.1))
-  c.input.update(data="tfds:imagenet2012", train_split="train", eval_split="validation",
-                 batch_size=2048, eval_batch_size=1000, num_threads=32,
-                 pp_train="decode|inception_crop(192, area_min=67, area_max=100)|flip_lr|value_range(-1, 1)",
-                 pp_eval="decode|resize_small(219)|central_crop(192)|value_range(-1, 1)")
+  imagenet(c, size=192, eval_resize=219, batch_size=2048, num_epochs=800.0,
+           crop="area_min=67, area_max=100")
   c.schedule = ml_collections.ConfigDict(dict(name="multistep", base_lr=1e-4 * 2048 / 512,
                                                warmup_epochs=10.0, milestones=(700.0,), decay_rate=0.1))
-  c.num_epochs = 800.0
-  c.log_every = 100
-  c.eval_every = 10_000
-  c.checkpoint_every = 5_000
   return c
 
 

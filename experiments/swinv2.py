@@ -29,6 +29,7 @@ head) with 4x4 windows: stage 1's 8x8 tokens alternate plain and shifted windows
 """
 import ml_collections
 
+from experiments.common import imagenet
 from inception_zoo import sharding
 from inception_zoo.errors import UserError
 from inception_zoo.main import run_experiment
@@ -72,15 +73,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.name = c.model_name
   c.model = ml_collections.ConfigDict(dict(drop_path_rate=drop_path))
   c.mixup.update(mixup_alpha=0.8, cutmix_alpha=1.0, prob=1.0, switch_prob=0.5)
-  c.input.update(data="tfds:imagenet2012", train_split="train", eval_split="validation",
-                 batch_size=1024, eval_batch_size=1000, num_threads=32,
-                 pp_train="decode|inception_crop(256, area_min=8, method='bicubic')|flip_lr|"
-                          "randaugment('rand-m9-mstd0.5-inc1')|value_range(-1, 1)|random_erase(0.25)",
-                 pp_eval="decode|resize_small(292, method='bicubic')|central_crop(256)|value_range(-1, 1)")
-  c.num_epochs = 300.0
-  c.log_every = 100
-  c.eval_every = 10_000
-  c.checkpoint_every = 5_000
+  imagenet(c, size=256, eval_resize=292, batch_size=1024, num_epochs=300.0, crop="area_min=8",
+           augment="rand-m9-mstd0.5-inc1", erase=0.25, bicubic=True)
   return c
 
 

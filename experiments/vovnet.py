@@ -23,6 +23,7 @@ steps 200 and 400 of the schedule, so once) after a short warm-up.
 """
 import ml_collections
 
+from experiments.common import imagenet
 from inception_zoo.errors import UserError
 from inception_zoo.main import run_experiment
 from inception_zoo.train import classification
@@ -55,14 +56,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if variant not in VARIANTS:
     raise UserError(f"unknown setting '{arg}' (runlocal, {', '.join(VARIANTS)})")
   c.name = c.model_name = VARIANTS[variant]
-  c.input.update(data="tfds:imagenet2012", train_split="train", eval_split="validation",
-                 batch_size=256, eval_batch_size=1000, num_threads=32,
-                 pp_train="decode|inception_crop(224, area_min=8)|flip_lr|value_range(-1, 1)",
-                 pp_eval="decode|resize_small(256)|central_crop(224)|value_range(-1, 1)")
-  c.num_epochs = 90.0
-  c.log_every = 100
-  c.eval_every = 10_000
-  c.checkpoint_every = 5_000
+  imagenet(c, size=224, eval_resize=256, batch_size=256, num_epochs=90.0, crop="area_min=8")
   return c
 
 

@@ -1,0 +1,22 @@
+"""What the experiments' full ImageNet-1k settings share: the tfds loader, the preprocessing string
+built from each paper's choices, and the logging / evaluation / checkpoint cadence of a long run."""
+import ml_collections
+
+
+def imagenet(c: ml_collections.ConfigDict, *, size: int, eval_resize: int, batch_size: int,
+             num_epochs: float, crop: str = "", augment: str = "", erase: float = 0.0,
+             bicubic: bool = False):
+  """Trains on random-resized crops of `size` (`crop`: extra inception_crop arguments, e.g.
+  "area_min=8") with flips, then RandAugment `augment` and random erasing `erase` if given; evaluates on
+  the central `size` crop of images resized to `eval_resize` on the short side."""
+  method = ", method='bicubic'" if bicubic else ""
+  crop = f"inception_crop({size}{', ' + crop if crop else ''}{method})"
+  train = ["decode", crop, "flip_lr"] + ([f"randaugment('{augment}')"] if augment else [])
+  train += ["value_range(-1, 1)"] + ([f"random_erase({erase})"] if erase else [])
+  c.input.update(data="tfds:imagenet2012", train_split="train", eval_split="validation",
+                 batch_size=batch_size, eval_batch_size=1000, num_threads=32, pp_train="|".join(train),
+                 pp_eval=f"decode|resize_small({eval_resize}{method})|central_crop({size})|value_range(-1, 1)")
+  c.num_epochs = num_epochs
+  c.log_every = 100
+  c.eval_every = 10_000
+  c.checkpoint_every = 5_000
