@@ -13,7 +13,7 @@ import pytest
 import torch
 from timm_helpers import abstract_param_count, max_logit_error, randomized_timm
 
-from inception_zoo import create_model, list_models
+from inception_zoo import UserError, create_model, list_models
 from inception_zoo.convert import convert_timm
 from inception_zoo.sharding import path_str
 
@@ -84,3 +84,12 @@ def test_width_multiplier_matches_timm():
     expected = reference(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
   logits, _ = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x)
   assert np.abs(np.asarray(logits) - expected).max() <= 1e-4 * np.abs(expected).max()
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"act": "gelu"}, r"act must be one of \['relu', 'relu6', 'silu'\]; got 'gelu'"),
+    ({"width": 0.0}, r"width and depth must be positive")])
+def test_bad_option_is_a_one_line_error(options, message):
+  with pytest.raises(UserError, match=message):
+    jax.eval_shape(create_model("efficientnet_b0", **options).init, jax.random.key(0),
+                   jnp.zeros((1, 32, 32, 3)))

@@ -94,26 +94,25 @@ class Block(nn.Module):
   @nn.compact
   def __call__(self, x, *, train):
     act = ACTIVATIONS[self.act]
-    in_chs = x.shape[-1]
-    shortcut = x
-    bn_names = ("bn1", "bn2")
+    in_chs, shortcut = x.shape[-1], x
+    # timm numbers the BatchNorms in order of use, so the expansion shifts the later names.
     if self.kind == "ir":
       mid = make_divisible(in_chs * self.expansion)
       x = conv(mid, 1, dtype=self.dtype, name="conv_pw")(x)
       x = act(self.bn("bn1", train)(x))
-      bn_names = ("bn2", "bn3")
+      bn_dw, pointwise, bn_pw = "bn2", "conv_pwl", "bn3"
     else:
       mid = in_chs
+      bn_dw, pointwise, bn_pw = "bn1", "conv_pw", "bn2"
     x = conv(mid, self.kernel, self.stride, groups=mid, dtype=self.dtype, name="conv_dw")(x)
-    x = act(self.bn(bn_names[0], train)(x))
+    x = act(self.bn(bn_dw, train)(x))
     if self.se_ratio:
       # The SE width comes from the block's input, not the expanded width (timm: ratio / t).
       reduced = round(mid * self.se_ratio / self.expansion)
       x = SqueezeExcite(reduced, self.act, self.dtype, name="se")(x)
-    x = conv(self.out_chs, 1, dtype=self.dtype, name="conv_pwl" if self.kind == "ir" else "conv_pw")(x)
-    x = self.bn(bn_names[1], train)(x)
+    x = self.bn(bn_pw, train)(conv(self.out_chs, 1, dtype=self.dtype, name=pointwise)(x))
     if self.kind == "dsa":
-      return act(x)  # MobileNet v1: ReLU after the pointwise conv, and never a skip
+      return act(x)  # MobileNet v1: an activation after the pointwise conv, and never a skip
     if self.stride == 1 and in_chs == self.out_chs:
       x = shortcut + drop_path(self.drop_path, train)(x)
     return x  # linear bottleneck (MobileNet v2, Section 3.2)
@@ -151,6 +150,9 @@ class EfficientNet(nn.Module):
     check_image(x, "efficientnet/mobilenet", MIN_SIZE)
     if self.act not in ACTIVATIONS:
       raise UserError(f"act must be one of {sorted(ACTIVATIONS)}; got '{self.act}'")
+    if not self.stages or any(s[0] not in ("ds", "dsa", "ir") for s in self.stages):
+      raise UserError(f"stages must be a non-empty table of ('ds' | 'dsa' | 'ir', repeats, kernel, "
+                      f"stride, expansion, channels, se_ratio) rows; got {self.stages}")
     if self.width <= 0 or self.depth <= 0:
       raise UserError(f"width and depth must be positive; got width={self.width}, depth={self.depth}")
     act = ACTIVATIONS[self.act]
@@ -161,6 +163,7 @@ class EfficientNet(nn.Module):
     x = act(bn(name="bn1")(x))
 
     repeats = [int(math.ceil(s[1] * self.depth)) for s in self.stages]
+    # timm's rate for block i of n is drop_path_rate * i / n, so the last block stays below the rate.
     rates = drop_path_rates(self.drop_path_rate * (sum(repeats) - 1) / sum(repeats), repeats)
     stages, level_of_stage, stride = [], {}, 2
     for i, ((kind, _, kernel, first_stride, expansion, out_chs, se), n) in enumerate(
@@ -203,7 +206,8 @@ VARIANTS = {
 
 @register_model
 def mobilenetv1_100(**kwargs) -> EfficientNet:
-  """MobileNet v1, width 1.0, ReLU6 as timm (4,231,976 parameters with 1000 classes)."""
+  """MobileNet v1, width 1.0 (4,231,976 parameters with 1000 classes, as timm). ReLU6 as timm and
+  TF-slim's MobileNet; the paper writes ReLU (`act='relu'`)."""
   return EfficientNet(**{**VARIANTS["mobilenetv1_100"], **kwargs})
 
 
@@ -215,5 +219,6 @@ def mobilenetv2_100(**kwargs) -> EfficientNet:
 
 @register_model
 def efficientnet_b0(**kwargs) -> EfficientNet:
-  """EfficientNet-B0 (5,288,548 parameters with 1000 classes, as timm)."""
+  """EfficientNet-B0 (5,288,548 parameters with 1000 classes, as timm). Dropout 0.2 and stochastic
+  depth 0.2 by default, the paper's training setting (timm's builder defaults both to 0)."""
   return EfficientNet(**{**VARIANTS["efficientnet_b0"], **kwargs})
