@@ -49,8 +49,9 @@ def test_feature_grids_follow_table_1():
 @pytest.mark.parametrize("options, size, message", [
     ({}, 74, "at least 75x75 pixels"),
     ({"aux_logits": True}, 298, "at least 299x299 pixels"),
+    ({"depths": (3, 5, 2)}, 75, r"depths .* must be between \(1, 1, 1\) and \(3, 4, 2\); got \(3, 5, 2\)"),
 ])
-def test_too_small_inputs_are_one_line_errors(options, size, message):
+def test_bad_inputs_and_options_are_one_line_errors(options, size, message):
   model = create_model("inception_v3", **options)
   with pytest.raises(UserError, match=message):
     jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, size, size, 3)))

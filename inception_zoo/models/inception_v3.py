@@ -21,14 +21,16 @@ TF-slim's 'SAME' pooling excludes it) are timm's `inception_v3`, so `inception_z
 weights by rule. Like timm's default, the auxiliary classifier on the last 17x17 grid is off
 (23,834,568 parameters with 1000 classes); `aux_logits=True` adds it (27,161,264, torchvision's
 layout: 5x5/3 average pooling, 1x1 conv to 128, 5x5 conv to 768, linear) and returns its logits in
-the features as `aux_logits`; it needs the paper's 299 px input for its 5x5 grid.
+the features as `aux_logits`; it needs the paper's 299 px input for its 5x5 grid. `depths` keeps
+only the first modules of each grid (for small test models; names stay the released network's).
 """
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, Tuple
 
 import flax.linen as nn
 import jax.numpy as jnp
 
+from inception_zoo.errors import UserError
 from inception_zoo.layers import ConvBN, Pool, check_image
 from inception_zoo.models.inception_v4 import classifier_head, concat, scaled
 from inception_zoo.registry import register_model
@@ -36,6 +38,11 @@ from inception_zoo.registry import register_model
 # Smallest input the valid-padded stem and reductions accept (Mixed_7a then leaves one pixel).
 MIN_SIZE = 75
 AUX_MIN_SIZE = 299  # the auxiliary classifier's 5x5 convolution needs a 17x17 Mixed_6e grid
+# The released network's modules per grid: (name, pool-branch width) at 35x35, (name, 7x7 inner width)
+# at 17x17, names at 8x8.
+MODULES_35 = (("Mixed_5b", 32), ("Mixed_5c", 64), ("Mixed_5d", 64))
+MODULES_17 = (("Mixed_6b", 128), ("Mixed_6c", 160), ("Mixed_6d", 160), ("Mixed_6e", 192))
+MODULES_8 = ("Mixed_7b", "Mixed_7c")
 
 
 def avg_pool_3x3(x):
@@ -164,10 +171,11 @@ class InceptionAux(nn.Module):
 
 class InceptionV3(nn.Module):
   """Returns `(logits, features)`: features holds C1..C5 (timm's feature taps Conv2d_2b_3x3,
-  Conv2d_4a_3x3, Mixed_5d, Mixed_6e, Mixed_7c; nominal strides 2..32), pre_logits, and with
-  `aux_logits` the auxiliary classifier's logits."""
+  Conv2d_4a_3x3 and the last module of each grid, Mixed_5d, Mixed_6e, Mixed_7c at full depth; nominal
+  strides 2..32), pre_logits, and with `aux_logits` the auxiliary classifier's logits."""
   num_classes: int = 1000
   width: float = 1.0
+  depths: Tuple[int, int, int] = (3, 4, 2)  # the first modules kept at 35x35, 17x17, 8x8
   aux_logits: bool = False
   drop_rate: float = 0.2  # TF-slim's dropout (keep 0.8) before the classifier
   bn_momentum: float = 0.9997  # TF-slim's Inception batch-norm decay
@@ -175,11 +183,16 @@ class InceptionV3(nn.Module):
 
   head_name = "fc"  # timm's classifier (weight conversion, head reset; the aux `fc` resets too)
   min_size = MIN_SIZE
-  tiny_options = {"width": 1 / 16}  # for fast tests of the code paths
+  tiny_options = {"width": 1 / 16, "depths": (1, 1, 1)}  # for fast tests of the code paths
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
     check_image(x, "inception_v3", AUX_MIN_SIZE if self.aux_logits else MIN_SIZE)
+    full = (len(MODULES_35), len(MODULES_17), len(MODULES_8))
+    if len(self.depths) != 3 or not all(1 <= d <= f for d, f in zip(self.depths, full)):
+      raise UserError(f"inception_v3 depths (modules at 35x35, 17x17, 8x8) must be between (1, 1, 1) "
+                      f"and {full}; got {tuple(self.depths)}")
+    n35, n17, n8 = self.depths
     conv = functools.partial(ConvBN, bn_momentum=self.bn_momentum, bn_eps=1e-3, dtype=self.dtype)
     c = scaled(self.width)
     out = {}
@@ -190,18 +203,19 @@ class InceptionV3(nn.Module):
     x = conv(c(80), 1, name="Conv2d_3b_1x1")(x, train=train)
     x = out["C2"] = conv(c(192), 3, name="Conv2d_4a_3x3")(x, train=train)
     x = Pool("max", strides=2)(x)
-    x = InceptionA(conv, c, 32, name="Mixed_5b")(x, train=train)
-    x = InceptionA(conv, c, 64, name="Mixed_5c")(x, train=train)
-    x = out["C3"] = InceptionA(conv, c, 64, name="Mixed_5d")(x, train=train)
+    for name, pool_features in MODULES_35[:n35]:
+      x = InceptionA(conv, c, pool_features, name=name)(x, train=train)
+    out["C3"] = x
     x = InceptionB(conv, c, name="Mixed_6a")(x, train=train)
-    for name, c7 in (("Mixed_6b", 128), ("Mixed_6c", 160), ("Mixed_6d", 160), ("Mixed_6e", 192)):
+    for name, c7 in MODULES_17[:n17]:
       x = InceptionC(conv, c, c7, name=name)(x, train=train)
     out["C4"] = x
     if self.aux_logits:
       out["aux_logits"] = InceptionAux(conv, c, self.num_classes, name="AuxLogits")(x, train=train)
     x = InceptionD(conv, c, name="Mixed_7a")(x, train=train)
-    x = InceptionE(conv, c, name="Mixed_7b")(x, train=train)
-    x = out["C5"] = InceptionE(conv, c, name="Mixed_7c")(x, train=train)
+    for name in MODULES_8[:n8]:
+      x = InceptionE(conv, c, name=name)(x, train=train)
+    out["C5"] = x
     logits, out["pre_logits"] = classifier_head(x, num_classes=self.num_classes, train=train,
                                                 drop_rate=self.drop_rate, name="fc")
     return logits, out
