@@ -9,14 +9,16 @@ evaluates top-1/top-5 on the held-out split, writes metrics, saves checkpoints, 
 evaluation. `evaluate(config, workdir)` (`--config.mode=eval`) scores a workdir or imported weights.
 
 Both take a `Task`: the model, the train step, the eval step and the final line. `CLASSIFICATION` is
-this module's; a trainer whose loss differs but whose loop does not (train/simmim.py) passes its own
-and reuses everything else: input, sharding, resume, NaN stop, metrics, checkpoints, pre-emption.
+this module's; a trainer whose loss differs but whose loop does not (train/simmim.py, train/distill.py)
+passes its own and reuses everything else: input, sharding, resume, NaN stop, metrics, checkpoints,
+pre-emption. A task may also name frozen variables (a distillation's teachers): loaded once, laid out
+by the config's sharding rules, and given to every train step as an argument that is never donated.
 """
 import dataclasses
 import logging
 import sys
 import time
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Optional
 
 import flax.linen as nn
 import jax
@@ -107,11 +109,15 @@ class Task:
   build_model(config, dataset classes) -> the model; make_train_step(model, tx, schedule, config) ->
   step(state, batch) -> (state, metrics with 'loss'); make_eval_step(model, config) -> step(state,
   batch) -> sums over the batch's unpadded rows, 'count' being what they are divided by;
-  summary(config, eval result, eval images, step) -> the line printed at the end."""
+  summary(config, eval result, eval images, step) -> the line printed at the end.
+  frozen(setup) -> host arrays the train step reads but never trains (None: none), from the run's
+  `Setup` (config, model, image shape); the step is then step(state, batch, frozen). They are loaded
+  for training only: evaluation scores the state alone."""
   build_model: Callable[[ml_collections.ConfigDict, int], nn.Module]
   make_train_step: Callable[..., Callable]
   make_eval_step: Callable[..., Callable]
   summary: Callable[[ml_collections.ConfigDict, Dict[str, float], int, int], str]
+  frozen: Optional[Callable[[Any], Any]] = None
 
 
 def build_classifier(config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
@@ -150,7 +156,7 @@ class Setup:
                                         every_steps=config.checkpoint_every)
     self.state, self.shardings, self.meta = restore_or_init(
         config, self.model, self.tx, self.image_shape, self.mesh, self.checkpoints,
-        head=getattr(self.model, "head_name", "head"))
+        head=getattr(self.model, "head_name", "head"), init_scope=getattr(self.model, "init_scope", None))
     batch_sharding = sharding.batch_sharding(self.mesh)
     self.eval_step = sharding.compile_together(
         jax.jit(task.make_eval_step(self.model, config),
@@ -168,6 +174,18 @@ class Setup:
     return {f"eval/{k}": v / count for k, v in sums.items()}
 
 
+def load_frozen(s: Setup) -> tuple:
+  """((frozen variables,), (their shardings,)) on the mesh, or ((), ()) for a task without any.
+
+  The state's sharding rules lay them out, so a teacher as large as the student is split over 'fsdp'
+  the same way; they are not donated, so the same buffers serve every step."""
+  if s.task.frozen is None:
+    return (), ()
+  host = s.task.frozen(s)
+  shardings = sharding.infer_shardings(host, s.mesh, s.config.sharding_rules, s.config.fsdp_min_size)
+  return (jax.device_put(host, shardings),), (shardings,)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        task: Task = CLASSIFICATION) -> Dict[str, float]:
   s = Setup(config, workdir, task)
@@ -183,8 +201,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if start >= s.total_steps:
     logging.info("%s is already at step %d of %d", workdir, start, s.total_steps)
   batch_sharding = sharding.batch_sharding(s.mesh)
+  frozen, frozen_shardings = load_frozen(s)
   train_step = sharding.compile_together(
-      jax.jit(task.make_train_step(s.model, s.tx, s.schedule, cfg), in_shardings=(s.shardings, batch_sharding),
+      jax.jit(task.make_train_step(s.model, s.tx, s.schedule, cfg),
+              in_shardings=(s.shardings, batch_sharding, *frozen_shardings),
               out_shardings=(s.shardings, sharding.replicated(s.mesh)), donate_argnums=0), "train step")
   batches = pipeline.train_batches(s.train_data.source, s.pp_train, global_batch=cfg.input.batch_size,
                                    seed=cfg.seed, start_batch=start, num_threads=cfg.input.num_threads)
@@ -214,7 +234,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   with Preemption() as preemption:
     for step in range(start + 1, s.total_steps + 1):
-      s.state, metrics = train_step(s.state, global_batch(s.mesh, next(batches)))
+      s.state, metrics = train_step(s.state, global_batch(s.mesh, next(batches)), *frozen)
       settle()  # the previous step, while this one runs
       pending.append((step, metrics))
       bar.update(1)

@@ -75,9 +75,13 @@ def keep_if_finite(ok, new, old):
 
 def restore_or_init(config: ml_collections.ConfigDict, model: nn.Module,
                     tx: optax.GradientTransformation, image_shape: Tuple[int, ...],
-                    mesh: jax.sharding.Mesh, checkpoints, head: str) -> Tuple[TrainState, Any, Dict[str, Any]]:
+                    mesh: jax.sharding.Mesh, checkpoints, head: str,
+                    init_scope: Optional[str] = None) -> Tuple[TrainState, Any, Dict[str, Any]]:
   """The workdir's newest checkpoint before anything else; else a fresh state, with `config.init_from`
   weights when given. Returns (state, shardings, meta); meta is {} for a fresh run.
+
+  `init_scope` names the top-level submodule the weights are for (a distillation's student inside
+  the model that also holds its discriminator); the rest keeps its fresh initialisation.
 
   Shapes and shardings come from `eval_shape`, so a resume never compiles or runs the init.
   """
@@ -92,10 +96,13 @@ def restore_or_init(config: ml_collections.ConfigDict, model: nn.Module,
   state = jax.jit(init, out_shardings=shardings)(rng)
   if config.get("init_from"):
     loaded, _ = ckpt.load_weights(config.init_from)
-    fresh = {"params": state.params, "batch_stats": state.batch_stats}
-    merged, reset = ckpt.merge_weights(jax.device_get(fresh), loaded, head)
+    fresh = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
+    part = {k: v.get(init_scope, {}) for k, v in fresh.items()} if init_scope else fresh
+    merged, reset = ckpt.merge_weights(part, loaded, head)
     if reset:
       logging.info("init_from %s: classifier reset (%s)", config.init_from, ", ".join(reset))
+    if init_scope:
+      merged = {k: {**v, init_scope: merged[k]} if init_scope in v else v for k, v in fresh.items()}
     merged = jax.device_put(merged, {"params": shardings.params, "batch_stats": shardings.batch_stats})
     # The optimizer state stays freshly initialised: its moments start from zero for new weights.
     state = state.replace(params=merged["params"], batch_stats=merged["batch_stats"],
