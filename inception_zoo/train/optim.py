@@ -8,6 +8,9 @@
 `config.schedule`:
   name: 'exponential' (base_lr * decay_rate ** floor(epoch / decay_epochs): the paper's 0.045 x 0.94
   every two epochs), 'cosine' or 'constant'; warmup_epochs of linear warm-up for any of them.
+`config.sparsity` (absent or empty: dense): sparse training with masks held in the optimizer state,
+random at initialisation (uniform / ER / ERK) or by gradual magnitude pruning; see
+inception_zoo/sparsity/training.py.
 """
 import re
 
@@ -17,6 +20,7 @@ import optax
 
 from inception_zoo.errors import UserError
 from inception_zoo.sharding import path_str
+from inception_zoo.sparsity import training as sparse_training
 
 
 def make_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int,
@@ -88,4 +92,4 @@ def make_optimizer(config: ml_collections.ConfigDict,
     parts.append(optax.clip_by_global_norm(o.grad_clip))
   if wd and o.name != "adamw":  # L2 regularisation, as TF-slim's weight decay
     parts.append(optax.add_decayed_weights(wd, mask))
-  return optax.chain(*parts, core)
+  return sparse_training.from_config(optax.chain(*parts, core), config)
