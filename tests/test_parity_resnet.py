@@ -89,11 +89,13 @@ def test_cifar_feature_maps():
 def test_option_a_shortcut_is_subsampled_identity_with_zero_channels():
   block = CifarBlock(batch_norm(0.9, jnp.float32), planes=8, strides=2, drop_path=0.0)
   x = jax.random.normal(jax.random.key(0), (1, 6, 6, 4))
-  variables = jax.jit(lambda k, x: block.init(k, x, train=False))(jax.random.key(1), x)
-  # A zero BN scale silences the residual branch, leaving relu(shortcut).
+  shapes = jax.eval_shape(lambda x: block.init(jax.random.key(1), x, train=False), x)
+  # Random weights and statistics, but a zero scale and shift on the last BN silence the residual
+  # branch, leaving relu(shortcut).
+  rng = np.random.default_rng(0)
   variables = jax.tree_util.tree_map_with_path(
-      lambda p, v: jnp.zeros_like(v) if p[-2].key == "bn2" and p[-1].key == "scale" else v,
-      variables)
+      lambda p, v: np.zeros(v.shape, np.float32) if p[0].key == "params" and p[-2].key == "bn2"
+      else rng.uniform(0.5, 1.5, v.shape).astype(np.float32), shapes)
   out = jax.jit(lambda v, x: block.apply(v, x, train=False))(variables, x)  # op by op: seconds
   expected = np.concatenate([np.maximum(x[:, ::2, ::2], 0), np.zeros((1, 3, 3, 4))], axis=-1)
   np.testing.assert_allclose(out, expected, atol=1e-6)
