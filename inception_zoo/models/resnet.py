@@ -21,7 +21,7 @@ the width, the shortcut takes every second pixel and appends zero channels, so i
 (ResNet-20: 269,722 parameters with 10 classes, the paper's "0.27M").
 """
 import functools
-from typing import Any, Callable, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -36,7 +36,8 @@ from inception_zoo.registry import register_model
 MIN_SIZE = 32
 
 
-def conv(features: int, kernel: int, strides: int = 1, name: str = None, dtype: Any = jnp.float32):
+def conv(features: int, kernel: int, strides: int = 1, name: Optional[str] = None,
+         dtype: Any = jnp.float32):
   """PyTorch `Conv2d(kernel, stride, padding=kernel // 2, bias=False)`."""
   pad = kernel // 2
   return nn.Conv(features, (kernel, kernel), strides, padding=((pad, pad), (pad, pad)),
@@ -51,8 +52,6 @@ class BasicBlock(nn.Module):
   project: bool  # 1x1 convolution + BN on the shortcut (option B)
   drop_path: float
   dtype: Any = jnp.float32
-
-  expansion = 1
 
   @nn.compact
   def __call__(self, x, *, train):
@@ -77,8 +76,6 @@ class Bottleneck(nn.Module):
   project: bool
   drop_path: float
   dtype: Any = jnp.float32
-
-  expansion = 4
 
   @nn.compact
   def __call__(self, x, *, train):
@@ -173,10 +170,10 @@ class ResNet(nn.Module):
     rates = drop_path_rates(self.drop_path_rate, self.layers)
     for i, planes in enumerate(self.channels):
       if self.block == "basic":
-        make = functools.partial(BasicBlock, norm, planes)
+        make, out_chs = functools.partial(BasicBlock, norm, planes), planes
       else:
         make = functools.partial(Bottleneck, norm, planes, planes * self.base_width // 64)
-      out_chs = planes * make.func.expansion
+        out_chs = 4 * planes
       blocks = []
       for j, rate in enumerate(rates[i]):
         strides = 2 if i > 0 and j == 0 else 1
