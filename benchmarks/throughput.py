@@ -24,12 +24,12 @@ from inception_zoo import create_model, list_models
 
 
 def paper_size(name: str) -> int:
-  """The resolution the model's paper trains at: Swin V2's fixed `img_size`, 299 for Inception-v4 and
+  """The resolution the model's paper trains at: Swin V2's fixed `img_size`, 299 for Inception-v3, v4 and
   Inception-ResNet, 224 for the rest."""
   model = create_model(name, num_classes=1000)
   if hasattr(model, "img_size"):
     return model.img_size
-  return 299 if name.startswith(("inception_v4", "inception_resnet")) else 224
+  return 299 if name.startswith(("inception_v3", "inception_v4", "inception_resnet")) else 224
 
 
 def timed(fn, warmup: int, iters: int) -> float:

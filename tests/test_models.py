@@ -85,7 +85,8 @@ def test_eval_is_deterministic_and_train_uses_dropout(name):
   assert not np.allclose(c, d)
 
 
-@pytest.mark.parametrize("name", ["inception_next_atto", "ese_vovnet39b", "swinv2_tiny_window8_256"])
+@pytest.mark.parametrize("name", ["inception_next_atto", "ese_vovnet39b", "swinv2_tiny_window8_256",
+                                  "resnet18"])
 def test_stochastic_depth_only_in_training(name):
   # Dropout is off (these families default to drop_rate=0), so only drop_path draws random numbers.
   model, size = tiny(name, num_classes=5, drop_path_rate=0.5)
