@@ -5,17 +5,19 @@ import ml_collections
 
 def imagenet(c: ml_collections.ConfigDict, *, size: int, eval_resize: int, batch_size: int,
              num_epochs: float, crop: str = "", augment: str = "", erase: float = 0.0,
-             bicubic: bool = False):
+             bicubic: bool = False, norm: str = "value_range(-1, 1)"):
   """Trains on random-resized crops of `size` (`crop`: extra inception_crop arguments, e.g.
   "area_min=8") with flips, then RandAugment `augment` and random erasing `erase` if given; evaluates on
-  the central `size` crop of images resized to `eval_resize` on the short side."""
+  the central `size` crop of images resized to `eval_resize` on the short side. `norm` is the final
+  pixel op: [-1, 1] for networks trained here, "normalize" (ImageNet mean/std) for weights converted
+  from timm's ResNets, MobileNets and EfficientNets."""
   method = ", method='bicubic'" if bicubic else ""
   crop = f"inception_crop({size}{', ' + crop if crop else ''}{method})"
   train = ["decode", crop, "flip_lr"] + ([f"randaugment('{augment}')"] if augment else [])
-  train += ["value_range(-1, 1)"] + ([f"random_erase({erase})"] if erase else [])
+  train += [norm] + ([f"random_erase({erase})"] if erase else [])
   c.input.update(data="tfds:imagenet2012", train_split="train", eval_split="validation",
                  batch_size=batch_size, eval_batch_size=1000, num_threads=32, pp_train="|".join(train),
-                 pp_eval=f"decode|resize_small({eval_resize}{method})|central_crop({size})|value_range(-1, 1)")
+                 pp_eval=f"decode|resize_small({eval_resize}{method})|central_crop({size})|{norm}")
   c.num_epochs = num_epochs
   c.log_every = 100
   c.eval_every = 10_000

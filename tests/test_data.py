@@ -45,6 +45,15 @@ def test_value_range_maps_the_ends():
   np.testing.assert_allclose(out["image"], [[[-1.0, 1.0, -0.6]]], atol=1e-6)
 
 
+def test_normalize_matches_torchvision():
+  """timm's ResNets / MobileNets / EfficientNets expect torchvision's ToTensor + Normalize."""
+  from torchvision.transforms import functional as tvf
+  image = np.random.default_rng(0).integers(0, 256, (4, 5, 3), dtype=np.uint8)
+  out = pp.build("normalize")({"image": image}, None)["image"]
+  ref = tvf.normalize(tvf.to_tensor(image), pp.IMAGENET_MEAN, pp.IMAGENET_STD)
+  np.testing.assert_allclose(out, ref.permute(1, 2, 0).numpy(), atol=1e-6)
+
+
 def test_unknown_op_and_bad_syntax_are_one_line_errors():
   with pytest.raises(UserError, match=r"unknown preprocessing op 'inception_crp'; did you mean 'inception_crop'\?"):
     pp.build("decode|inception_crp(299)")

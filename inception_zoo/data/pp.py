@@ -10,7 +10,7 @@ so augmentations replay exactly on resume. Ops are numpy/PIL so they run in grai
 import ast
 import io
 import math
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
@@ -235,6 +235,23 @@ def value_range(vmin: float = -1, vmax: float = 1, in_min: float = 0, in_max: fl
 
   def op(ex, rng):
     ex["image"] = ((np.asarray(ex["image"], np.float32) - in_min) * scale + vmin).astype(np.float32)
+    return ex
+  return op
+
+
+# torchvision's ImageNet statistics, which timm's ResNets, MobileNets and EfficientNets expect
+# (Inception-v3/v4 and Inception-ResNet weights expect value_range(-1, 1) instead).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@register_op
+def normalize(mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> Op:
+  """uint8 RGB -> (x / 255 - mean) / std per channel, as float32."""
+  mean32, std32 = np.float32(mean) * 255, np.float32(std) * 255
+
+  def op(ex, rng):
+    ex["image"] = ((np.asarray(ex["image"], np.float32) - mean32) / std32).astype(np.float32)
     return ex
   return op
 
