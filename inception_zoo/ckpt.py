@@ -123,6 +123,14 @@ def load_weights(directory: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
   return restore_numpy(path), card
 
 
+def take_scope(variables: Dict[str, Any], scope: str, source: str) -> Dict[str, Any]:
+  """The top-level submodule `scope` of every collection (e.g. the 'student' of a distillation run)."""
+  if scope not in variables.get("params", {}):
+    raise UserError(f"weights in {source} have no submodule '{scope}' (they have "
+                    f"{', '.join(sorted(variables.get('params', {}))) or 'none'})")
+  return {k: v[scope] for k, v in variables.items() if scope in v}
+
+
 def restore_numpy(path: str) -> Dict[str, Any]:
   """Any Orbax pytree checkpoint, whatever mesh wrote it, as numpy arrays on this host."""
   try:

@@ -131,3 +131,16 @@ def test_resume_is_bitwise_identical(config, tmp_path):
   assert int(a["step"]) == int(b["step"]) == 6
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(x, y)
+  # The distilled student starts a plain classifier (the discriminator is left behind).
+  plain = classification.base_config()
+  plain.update(model_name="resnet20", init_from=straight, init_from_scope="student", total_steps=1)
+  plain.model.update(TINY)
+  plain.input.update(config.input.to_dict())
+  plain.mesh.data = 1
+  s = classification.Setup(plain, str(tmp_path / "plain"))
+  s.checkpoints.close()
+  for x, y in zip(jax.tree.leaves(jax.device_get(s.state.params)), jax.tree.leaves(a["ema_params"]["student"])):
+    np.testing.assert_array_equal(x, y)
+  plain.init_from_scope = "teacher"
+  with pytest.raises(UserError, match=r"have no submodule 'teacher' \(they have discriminator, student\)"):
+    classification.Setup(plain, str(tmp_path / "plain2"))

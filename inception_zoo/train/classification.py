@@ -301,6 +301,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict()  # keyword options of create_model
   c.num_classes = 0              # 0: the dataset's
   c.init_from = ""               # params-only weights (inception_zoo.convert or a run's export)
+  c.init_from_scope = ""         # take this submodule of them ('student' of a MEAL V2 run)
   c.input = ml_collections.ConfigDict(dict(
       data="", data_dir=None, train_split="train", eval_split="test", batch_size=64,
       eval_batch_size=128, pp_train="", pp_eval="", num_threads=4))

@@ -82,6 +82,8 @@ def restore_or_init(config: ml_collections.ConfigDict, model: nn.Module,
 
   `init_scope` names the top-level submodule the weights are for (a distillation's student inside
   the model that also holds its discriminator); the rest keeps its fresh initialisation.
+  `config.init_from_scope` is the other direction: the submodule of the loaded weights to take (the
+  student of a distillation run, to start a plain classifier from it).
 
   Shapes and shardings come from `eval_shape`, so a resume never compiles or runs the init.
   """
@@ -96,6 +98,8 @@ def restore_or_init(config: ml_collections.ConfigDict, model: nn.Module,
   state = jax.jit(init, out_shardings=shardings)(rng)
   if config.get("init_from"):
     loaded, _ = ckpt.load_weights(config.init_from)
+    if config.get("init_from_scope"):
+      loaded = ckpt.take_scope(loaded, config.init_from_scope, config.init_from)
     fresh = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
     part = {k: v.get(init_scope, {}) for k, v in fresh.items()} if init_scope else fresh
     merged, reset = ckpt.merge_weights(part, loaded, head)
