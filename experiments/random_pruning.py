@@ -1,13 +1,14 @@
 """Random pruning at initialisation (Liu et al., "The Unreasonable Effectiveness of Random Pruning:
 Return of the Most Naive Baseline for Sparse Training", ICLR 2022), paper 16 of the zoo.
 
-CPU, embedded digits (about 60-90 s on 2 cores): the paper's width claim (Sec. 4.1, Fig. 1-2: the gap
+CPU, embedded digits (about 70 s on 2 cores): the paper's width claim (Sec. 4.1, Fig. 1-2: the gap
 between a randomly pruned network trained sparse and its dense equivalent shrinks as the network gets
 wider) on MLPs of several widths, each trained dense and with ERK masks at 90% sparsity from the same
 seed and data order; returns the dense / sparse held-out accuracies and gaps per width, and plots them
 to WORKDIR/random_pruning_width.png:
   python -m experiments.random_pruning --config=runlocal --workdir=workdirs/random_pruning_digits
-Measured here: gap 0.21 at width 8, 0.00-0.01 from width 128 on (see tests/test_claims_sparsity.py).
+Measured here (held-out top-1, dense / sparse): width 8 0.850 / 0.181, 32 0.958 / 0.469, 128 0.972 / 0.867,
+512 0.981 / 0.964: gaps 0.67, 0.49, 0.11, 0.017.
 
 ImageNet-1k, the paper's headline (Sec. 4.3, Table 3): a Wide ResNet-50-2 randomly pruned with ERK
 and trained sparse (masks fixed) with the dense network's recipe; prepare

@@ -4,12 +4,12 @@ from experiments import random_pruning, sparse_mobilenet
 
 def test_random_pruning_gap_to_dense_shrinks_with_width(tmp_path):
   # Liu et al. 2022, Sec. 4.1: as the network gets wider, a randomly pruned (ERK, 90%) network trained
-  # sparse approaches its dense equivalent. Measured: gaps 0.73 / 0.21 / 0.04 / 0.01 at widths
+  # sparse approaches its dense equivalent. Measured: gaps 0.67 / 0.49 / 0.11 / 0.017 at widths
   # 8 / 32 / 128 / 512 (top-1 on 360 held-out digits; one image = 0.003).
   r = random_pruning.main(["--config=runlocal", f"--workdir={tmp_path}"])
   gaps = [r[f"gap/w{w}"] for w in (8, 32, 128, 512)]
   assert gaps[0] > 0.15 and gaps[-1] < 0.05, gaps  # large at width 8, small at 512
-  assert gaps[0] > gaps[1] > gaps[3], gaps         # shrinking (width 128 and 512 may tie within noise)
+  assert gaps[0] > gaps[1] > gaps[2] > gaps[3], gaps  # shrinking at every width
   assert r["dense/w512"] > 0.9
   assert (tmp_path / "random_pruning_width.png").exists()
 
