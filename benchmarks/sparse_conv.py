@@ -16,12 +16,13 @@ Two tables:
    . X[C_in x HW]: XLA dense, scipy CSR, jax.experimental.sparse BCOO and an XLA ELL gather, and the
    break-even sparsity (the lowest of 50-95% at which scipy CSR beats XLA dense).
 
-Measured here (2 x86 cores with AVX-512 shared with other jobs, iters 10): the whole network 0.93x /
-0.89x / 1.00x at 70 / 80 / 90% (dense 141 ms), short of the paper's 1.3-2.4x. Why: in XLA's CPU
-MobileNet v1 the 13 1x1 layers take about 15 ms of the 141 ms (the depthwise convolutions dominate,
-the opposite of the paper's ARM profile), so their own 2.5x at 90% (14.9 -> 6.0 ms) is mostly eaten
-by the host callbacks and layout transposes. Per layer scipy CSR beats XLA dense from 80% sparsity
-(70% for 1024x1024), by 2.2-3.7x at 90%; BCOO and the ELL gather are 5-100x slower than dense.
+Measured here (2 x86 cores with AVX-512 shared with other jobs, iters 10, two runs): the whole
+network 0.77-0.93x / 0.80-0.89x / 1.00-1.11x at 70 / 80 / 90% (dense 100-141 ms), short of the
+paper's 1.3-2.4x. Why: in XLA's CPU MobileNet v1 the 13 1x1 layers take about 15 ms of the 100-141 ms
+(the depthwise convolutions dominate, the opposite of the paper's ARM profile), so their own speed-up
+(2.4-2.5x at 90%: 14.7-14.9 -> 6.0-6.1 ms) is mostly eaten by the host callbacks and layout
+transposes. Per layer scipy CSR beats XLA dense from 70-90% sparsity depending on the shape and the
+run, by 1.1-3.7x at 90%; BCOO and the ELL gather are 5-100x slower than dense.
 
 Speed is measured here, never in tests; the machine's other load shows in the numbers (take the
 minimum over repeats, `--iters`).
