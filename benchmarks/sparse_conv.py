@@ -120,7 +120,8 @@ def layers(sparsities: List[float], iters: int, size: int) -> List[Dict[str, flo
       if s not in sparsities:
         continue
       kernel = spmm.to_sparse({"c": {"kernel": jnp.asarray(w.T[None, None])}})["c"]
-      row = dict(shape=f"{c_in}x{c_out}x{hw}", layers=all_shapes.count((c_in, c_out, hw)), sparsity=s, dense_ms=dense * 1e3, scipy_ms=scipy_t[s] * 1e3)
+      row = dict(shape=f"{c_in}x{c_out}x{hw}", layers=all_shapes.count((c_in, c_out, hw)), sparsity=s,
+                 dense_ms=dense * 1e3, scipy_ms=scipy_t[s] * 1e3)
       for impl in ("bcoo", "ell"):
         fn = jax.jit(lambda a: spmm.spmm(kernel, a, impl))
         row[f"{impl}_ms"] = best_time(lambda: fn(xj.T).block_until_ready(), max(2, iters // 4)) * 1e3

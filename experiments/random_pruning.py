@@ -32,7 +32,6 @@ import os
 from typing import Dict
 
 import flax.linen as nn
-import jax.numpy as jnp
 import ml_collections
 
 from experiments.common import imagenet
@@ -123,7 +122,8 @@ def plot(config, result: Dict[str, float], path: str):
   widths = list(config.widths)
   fig, ax = plt.subplots(figsize=(5, 3.5))
   for kind in ("dense", "sparse"):
-    label = "dense" if kind == "dense" else f"{config.sparsity.method.upper()} {config.sparsity.sparsity:.0%} sparse"
+    sparse = f"{config.sparsity.method.upper()} {config.sparsity.sparsity:.0%} sparse"
+    label = "dense" if kind == "dense" else sparse
     ax.plot(widths, [result[f"{kind}/w{w}"] for w in widths], "o-", label=label)
   ax.set_xscale("log", base=2)
   ax.set_xlabel("hidden width")

@@ -9,7 +9,8 @@ through the sparse path and compares it with the dense masked network:
 Returns the held-out top-1 of both runs, the final sparsity of every pruned layer, the sparse path's
 top-1 and its largest logit difference from the dense masked model. Measured here: dense 0.969, 80%
 sparse 0.967 held-out top-1 (90%, pruned until step 200: 0.894 at this tiny width), the same top-1
-through the sparse path, logits within 4.3e-6 of the dense masked model's (scale 18). Speed: benchmarks/sparse_conv.py.
+through the sparse path, logits within 4.3e-6 of the dense masked model's (scale 18).
+Speed: benchmarks/sparse_conv.py.
 
 ImageNet-1k, the paper's MobileNet v1 at 90% sparsity (prepare `tfds build imagenet2012
 --manual_dir=...` first):
