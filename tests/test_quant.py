@@ -21,6 +21,8 @@ def test_uniform_weight_levels_and_ste():
     np.testing.assert_allclose(k, np.round(k), atol=1e-4)  # integer multiples of the channel's step
     assert np.all(np.abs(np.round(k)) <= qmax)
     np.testing.assert_allclose(np.max(np.abs(q), axis=(0, 1, 2)), qmax * scale, rtol=1e-6)
+  b = np.asarray(uniform.quantize_weight(w, 1))  # one bit: sign x the channel's mean magnitude
+  np.testing.assert_allclose(np.abs(b), np.broadcast_to(np.mean(np.abs(np.asarray(w)), axis=(0, 1, 2)), w.shape), rtol=1e-6)
   c = jax.random.normal(jax.random.key(1), w.shape)
   g = jax.grad(lambda w: jnp.sum(uniform.quantize_weight(w, 2) * c))(w)
   np.testing.assert_allclose(g, c, rtol=1e-6)  # straight through

@@ -3,7 +3,8 @@
 The quantiser HAWQ uses (Dong et al., "HAWQ: Hessian AWare Quantization of Neural Networks with
 Mixed-Precision", ICCV 2019, Sec. 3 and 4; its code quantises weights symmetrically per output
 channel and activations with a per-tensor affine range): a b-bit symmetric weight takes the values
-k * s for integers |k| <= 2^(b-1) - 1 with s = max|w| / (2^(b-1) - 1) per output channel; a b-bit
+k * s for integers |k| <= 2^(b-1) - 1 with s = max|w| / (2^(b-1) - 1) per output channel (one bit,
+which that grid cannot express, is the channel's scaled sign); a b-bit
 affine activation takes 2^b levels between the tensor's min and max. The forward pass sees the
 quantised value, the backward pass the identity (Bengio et al. 2013's STE): `x + stop_gradient(q - x)`.
 
