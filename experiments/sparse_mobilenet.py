@@ -44,13 +44,11 @@ from inception_zoo.errors import UserError
 from inception_zoo.main import run_experiment
 from inception_zoo.sharding import path_str
 from inception_zoo.sparsity import masks, spmm
-from inception_zoo.sparsity.training import masked_task
 from inception_zoo.train import classification
 
 # Elsen et al.: the 1x1 convolutions (MobileNet v1's conv_pw; v2 / EfficientNet's conv_pw, conv_pwl and
 # conv_head) and the classifier are pruned; the stem, depthwise and squeeze-excitation convs stay dense.
 PRUNED = r".*(conv_pw|conv_pwl|conv_head|classifier)/kernel"
-TASK = masked_task(classification.CLASSIFICATION)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -126,9 +124,9 @@ def sparse_check(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, f
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
   if config.mode != "train":
-    return classification.run(config, workdir, TASK)
+    return classification.run(config, workdir)
   result = {f"sparse/{k}": v for k, v in
-            classification.train_and_evaluate(config, os.path.join(workdir, "sparse"), TASK).items()}
+            classification.train_and_evaluate(config, os.path.join(workdir, "sparse")).items()}
   if config.check_sparse_path:
     result.update(sparse_check(config, os.path.join(workdir, "sparse")))
   if config.compare_dense:

@@ -101,15 +101,15 @@ def mlp_config(**sparsity):
   return sparse_config(config, **sparsity)
 
 
-def test_first_forward_pass_sees_the_masked_weights():
+def test_first_forward_pass_sees_the_masked_weights(tmp_path):
   config = mlp_config(method="erk", sparsity=0.9)
-  model = random_pruning.build(config, 10)
-  schedule = optim.make_schedule(config, 10, 100)
-  tx = optim.make_optimizer(config, schedule)
+  s = classification.Setup(config, str(tmp_path), random_pruning.TASK)  # the loop masks a pruned run's task
+  s.checkpoints.close()
+  model, tx, schedule = s.model, s.tx, s.schedule
   state = jax.jit(make_init(model, tx, (8, 8, 1)))(jax.random.key(0))
   batch = {"image": jax.random.normal(jax.random.key(1), (8, 8, 8, 1)), "label": jnp.arange(8) % 10}
   plain = jax.jit(classification.make_train_step(model, tx, schedule, config))
-  masked = jax.jit(random_pruning.TASK.make_train_step(model, tx, schedule, config))
+  masked = jax.jit(s.task.make_train_step(model, tx, schedule, config))
   loss_masked = masked(state, batch)[1]["loss"]
   assert float(loss_masked) == float(plain(training.mask_state(state), batch)[1]["loss"])
   assert float(loss_masked) != float(plain(state, batch)[1]["loss"])

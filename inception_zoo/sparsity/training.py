@@ -12,10 +12,9 @@ optimizer. Each update
 
 The optimizer's init only sees the parameters, so it cannot zero them: `masked_task(task)` wraps a
 trainer's Task so that every train and eval step applies the state's masks to the parameters (and
-their EMA) before the forward pass. The very first forward pass therefore already sees the sparse
-network; after the first update the masking is a no-op on weights that are zero anyway. A run with
-`config.sparsity` and the plain Task computes its first step with the dense initialisation and is
-sparse from the first update on.
+their EMA) before the forward pass, and the shared loop (`classification.Setup`) wraps every task so
+whenever config.sparsity prunes. The very first forward pass therefore already sees the sparse
+network; after the first update the masking is a no-op on weights that are zero anyway.
 
 `config.sparsity` (absent or method '' = dense):
   method        'uniform' | 'er' | 'erk': random masks drawn once and fixed (Liu et al. 2022);
@@ -133,10 +132,16 @@ def masked_task(task):
 
   def make_train_step(model, tx, schedule, config):
     step = task.make_train_step(model, tx, schedule, config)
-    return lambda state, batch: step(mask_state(state), batch)
+    return lambda state, *args: step(mask_state(state), *args)
 
   def make_eval_step(model, config):
     step = task.make_eval_step(model, config)
-    return lambda state, batch: step(mask_state(state), batch)
+    return lambda state, *args: step(mask_state(state), *args)
 
   return dataclasses.replace(task, make_train_step=make_train_step, make_eval_step=make_eval_step)
+
+
+def task_for(config: ml_collections.ConfigDict, task):
+  """The task a run trains: `masked_task(task)` when config.sparsity prunes, else `task` itself."""
+  sp = config.get("sparsity")
+  return masked_task(task) if sp and sp.get("method") else task

@@ -33,6 +33,7 @@ from inception_zoo.data import datasets, pipeline, pp
 from inception_zoo.errors import UserError
 from inception_zoo.metrics import MetricWriter, check_finite
 from inception_zoo.registry import create_model
+from inception_zoo.sparsity import training as sparse_training
 from inception_zoo.train import mixup, optim
 from inception_zoo.train.state import (Preemption, TrainState, ema_update, global_batch,
                                        keep_if_finite, restore_or_init, step_rng)
@@ -136,7 +137,8 @@ class Setup:
   """Everything a run derives from its config before the first step (shared by train and eval)."""
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str, task: Task = CLASSIFICATION):
-    self.config, self.workdir, self.task = config, workdir, task
+    # A pruned run's steps see masked weights from the first forward pass on (sparsity/training.py).
+    self.config, self.workdir, self.task = config, workdir, sparse_training.task_for(config, task)
     inp = config.input
     self.mesh = sharding.make_mesh(config.mesh.to_dict())
     self.train_data = datasets.get_dataset(inp.data, inp.train_split, inp.get("data_dir"))
@@ -147,7 +149,7 @@ class Setup:
     if train_shape != eval_shape:
       raise UserError(f"pp_train gives images of shape {train_shape} but pp_eval {eval_shape}")
     self.image_shape = train_shape
-    self.model = task.build_model(config, self.train_data.num_classes)
+    self.model = self.task.build_model(config, self.train_data.num_classes)
     self.steps_per_epoch = pipeline.steps_per_epoch(len(self.train_data), inp.batch_size)
     self.total_steps = config.get("total_steps") or int(round(config.num_epochs * self.steps_per_epoch))
     self.schedule = optim.make_schedule(config, self.steps_per_epoch, self.total_steps)
@@ -159,7 +161,7 @@ class Setup:
         head=getattr(self.model, "head_name", "head"), init_scope=getattr(self.model, "init_scope", None))
     batch_sharding = sharding.batch_sharding(self.mesh)
     self.eval_step = sharding.compile_together(
-        jax.jit(task.make_eval_step(self.model, config),
+        jax.jit(self.task.make_eval_step(self.model, config),
                 in_shardings=(self.shardings, batch_sharding)), "eval step")
 
   def evaluate(self) -> Dict[str, float]:
@@ -203,7 +205,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   batch_sharding = sharding.batch_sharding(s.mesh)
   frozen, frozen_shardings = load_frozen(s)
   train_step = sharding.compile_together(
-      jax.jit(task.make_train_step(s.model, s.tx, s.schedule, cfg),
+      jax.jit(s.task.make_train_step(s.model, s.tx, s.schedule, cfg),
               in_shardings=(s.shardings, batch_sharding, *frozen_shardings),
               out_shardings=(s.shardings, sharding.replicated(s.mesh)), donate_argnums=0), "train step")
   batches = pipeline.train_batches(s.train_data.source, s.pp_train, global_batch=cfg.input.batch_size,
@@ -267,7 +269,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   writer.close()
   s.checkpoints.close()
   if main:
-    print(task.summary(cfg, result, len(s.eval_data), int(jax.device_get(s.state.step))))
+    print(s.task.summary(cfg, result, len(s.eval_data), int(jax.device_get(s.state.step))))
   return result
 
 
