@@ -15,6 +15,7 @@ import functools
 import ml_collections
 
 from experiments.common import imagenet
+from inception_zoo.errors import UserError
 from inception_zoo.main import run_experiment
 from inception_zoo.train import classification
 
@@ -49,7 +50,7 @@ def inception_config(model_name: str, arg: str | None) -> ml_collections.ConfigD
     imagenet(c, size=299, eval_resize=342, batch_size=640, num_epochs=100.0)
     c.ema_decay = 0.9999
   else:
-    raise ValueError(f"unknown setting '{arg}' (runlocal, full)")
+    raise UserError(f"unknown setting '{arg}' (runlocal, full)")
   return c
 
 

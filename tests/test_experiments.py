@@ -17,12 +17,13 @@ EXPERIMENTS = sorted(p.stem for p in (pathlib.Path(__file__).parent.parent / "ex
 # Their CPU settings run in full, through the same command line, in a claim test
 # (tests/test_claims*.py); a 2-step copy here would only repeat the compiles.
 RUN_IN_FULL_ELSEWHERE = {"inception_residual_ablation", "inception_v4", "inception_next", "vovnet", "swinv2",
-                         "iformer"}
+                         "iformer", "random_pruning", "sparse_mobilenet", "meal_v2", "hawq", "denseshift"}
 # Experiments with a loop of their own (not the classification trainer) test their full setting
 # in their own test file.
 # The resolution each paper trains at; the Inception papers' 299 unless listed.
 PAPER_RESOLUTION = {"inception_next": 224, "vovnet": 224, "swinv2": 256, "simmim_swinv2": 192,
-                    "iformer": 224}
+                    "iformer": 224, "random_pruning": 224, "sparse_mobilenet": 224, "meal_v2": 224,
+                    "hawq": 224, "denseshift": 224}
 CLASSIFICATION = [n for n in EXPERIMENTS if hasattr(importlib.import_module(f"experiments.{n}"), "get_config")
                   and importlib.import_module(f"experiments.{n}").get_config("runlocal").get("input")]
 
@@ -59,7 +60,8 @@ def test_full_setting_is_consistent(name):
     ("inception_next", "base", "inception_next_base"), ("vovnet", "57", "vovnet57a"),
     ("vovnet", "ese19_dw", "ese_vovnet19b_dw"), ("vovnet", "ese99", "ese_vovnet99b"),
     ("swinv2", "small", "swinv2_small_window8_256"), ("swinv2", "base16", "swinv2_base_window16_256"),
-    ("iformer", "base", "iformer_base"), ("iformer", "large", "iformer_large")])
+    ("iformer", "base", "iformer_base"), ("iformer", "large", "iformer_large"),
+    ("hawq", "resnet20_cifar10", "resnet20"), ("hawq", "inception_v3_i1k", "inception_v3")])
 def test_variant_settings_build_their_model(name, arg, model_name):
   config = importlib.import_module(f"experiments.{name}").get_config(arg)
   assert config.model_name == model_name and config.input.batch_size % 8 == 0
@@ -68,7 +70,8 @@ def test_variant_settings_build_their_model(name, arg, model_name):
   jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, size, size, 3)))
 
 
-@pytest.mark.parametrize("name", ["inception_next", "vovnet", "swinv2", "simmim_swinv2", "iformer"])
+@pytest.mark.parametrize("name", ["inception_v4", "inception_next", "vovnet", "swinv2", "simmim_swinv2", "iformer",
+                                  "random_pruning", "sparse_mobilenet", "meal_v2", "hawq", "denseshift"])
 def test_unknown_variant_is_a_one_line_error(name):
   with pytest.raises(UserError, match=r"unknown setting 'huge' \(runlocal, "):
     importlib.import_module(f"experiments.{name}").get_config("huge")
