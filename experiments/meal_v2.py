@@ -10,11 +10,12 @@ baseline 87.8% (0.52); distilled 94.4% (0.15); CE control 94.4% (0.15). Seed 1 (
 85.8% (0.57) -> 93.6% (0.17); control 95.3% (0.17).
   python -m experiments.meal_v2 --config=runlocal --workdir=workdirs/meal_v2_digits
 ImageNet-1k, ResNet-50 from pre-trained weights (prepare `tfds build imagenet2012 --manual_dir=...`
-and the weights with `python -m inception_zoo.convert --timm NAME --out DIR` for resnet50,
-gluon_resnet152_v1s and wide_resnet50_2):
+and the weights with `python -m inception_zoo.convert --timm NAME --model MODEL --checkpoint FILE
+--out DIR` for resnet50, gluon_resnet152_v1s (model resnet152s) and gluon_senet154 (timm's
+senet154.gluon_in1k, model senet154)):
   python -m experiments.meal_v2 --workdir=WORKDIR --config.input.data_dir=TFDS_DIR \\
       --config.init_from=RESNET50_DIR --config.teachers.t0.weights=RESNET152S_DIR \\
-      --config.teachers.t1.weights=WIDE_RESNET50_2_DIR
+      --config.teachers.t1.weights=SENET154_DIR
 
 Full setting (the official README command, train.py and model_factory.py; the paper reports 80.67%
 top-1 for ResNet-50 at 224 px): student `resnet50` from pre-trained weights (the official code takes
@@ -23,10 +24,9 @@ timm's), teachers gluon_senet154 and gluon_resnet152_v1s in inference mode, 180 
 (`LR_REGIME`), the discriminator (1000 -> 125 -> 15 -> 2) trained by the same optimizer at the same
 rate (the official d_lr of 1e-4 is overwritten by `_set_learning_rate` every epoch), 224 px
 random-resized crops (8-100% of the area) with flips, evaluation on the central 224 crop of the
-256 px short side; the teachers see the student's crop. SENet-154 is not in the zoo: teacher t1 is
-`wide_resnet50_2` in its place, the strongest ResNet-family ImageNet classifier the zoo converts from
-timm, so the ensemble is weaker than the paper's and the top-1 reachable may be lower. The CutMix
-variant (80.98%) is not reproduced.
+256 px short side, normalised with ImageNet's mean and standard deviation (what the timm weights of
+student and teachers expect); the teachers see the student's crop. The CutMix variant (80.98%) is
+not reproduced.
 
 CPU setting (`--config=runlocal`): scikit-learn's 8x8 digits at their native size (the CIFAR-layout
 ResNet accepts it). Teachers: two ResNet-14s (CIFAR layout, 8/16/32 channels) trained 120 steps with
@@ -80,8 +80,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model_name = "resnet50"
   c.teachers = ml_collections.ConfigDict(dict(
       t0=distill.teacher("resnet152s"),  # gluon_resnet152_v1s, the paper's second teacher
-      t1=distill.teacher("wide_resnet50_2")))  # in place of gluon_senet154 (not in the zoo)
-  imagenet(c, size=224, eval_resize=256, batch_size=512, num_epochs=180.0, crop="area_min=8")
+      t1=distill.teacher("senet154")))  # gluon_senet154, the paper's first teacher
+  # Student and teachers start from timm's weights, trained on ImageNet mean/std-normalised pixels.
+  imagenet(c, size=224, eval_resize=256, batch_size=512, num_epochs=180.0, crop="area_min=8",
+           norm="normalize")
   c.schedule = ml_collections.ConfigDict(dict(name="multistep", base_lr=0.01, warmup_epochs=0.0,
                                                milestones=(100.0,), decay_rate=0.1))
   return c

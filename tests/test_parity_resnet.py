@@ -1,7 +1,8 @@
-"""ResNets (He et al. 2016) and Wide ResNet-50-2: eval-mode logits equal timm's `resnet*` /
-`wide_resnet50_2` (seeded random weights, BatchNorm randomised; see timm_helpers) at small inputs,
-parameter counts equal timm's, the converter's command line takes a timm ResNet, and the CIFAR
-ResNets of Section 4.2 have the paper's structure and sizes."""
+"""ResNets (He et al. 2016), Wide ResNet-50-2, SE-ResNeXt-50 and SENet-154: eval-mode logits equal
+timm's `resnet*` / `wide_resnet50_2` / `seresnext50_32x4d` / `senet154` (seeded random weights,
+BatchNorm and SE biases randomised; see timm_helpers) at small inputs, parameter counts equal
+timm's, the converter's command line takes a timm ResNet, and the CIFAR ResNets of Section 4.2 have
+the paper's structure and sizes."""
 import subprocess
 import sys
 
@@ -19,16 +20,28 @@ from inception_zoo.models.resnet import CifarBlock, batch_norm
 
 PARAMS = {"resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032,
           "resnet101": 44_549_160, "resnet152": 60_192_808, "wide_resnet50_2": 68_883_240,
-          "resnet50s": 25_680_808, "resnet152s": 60_316_584}
+          "resnet50s": 25_680_808, "resnet152s": 60_316_584, "seresnext50_32x4d": 27_559_896,
+          "senet154": 115_088_984}
 
 
 # Small inputs keep the test fast; 65 px is odd at every stride (33, 17, 9, 5, 3), so a padding or
-# rounding difference from PyTorch would show; resnet50s checks the three-convolution stem.
+# rounding difference from PyTorch would show; resnet50s checks the three-convolution stem,
+# seresnext50_32x4d the grouped 3x3 and the SE blocks.
 @pytest.mark.parametrize("name, size", [("resnet18", 65), ("resnet50", 64),
-                                        ("wide_resnet50_2", 64), ("resnet50s", 64)])
+                                        ("wide_resnet50_2", 64), ("resnet50s", 64),
+                                        ("seresnext50_32x4d", 64)])
 def test_logits_match_timm(name, size):
   error, scale = max_logit_error(name, PARAMS[name], size=size)
   assert scale > 0.1  # randomised BN keeps the logits away from zero, so the bound means something
+  assert error <= 1e-4 * scale, (error, scale)
+
+
+def test_senet154_blocks_match_timm():
+  """SENet-154's own options (64 groups, halved first 1x1, 3x3/2 projections, deep stem) at one
+  block per stage, on both sides: the whole 154-layer network takes 18-40 s here, and its depth adds
+  no code path."""
+  error, scale = max_logit_error("senet154", 35_049_368, size=65, layers=(1, 1, 1, 1))
+  assert scale > 0.1
   assert error <= 1e-4 * scale, (error, scale)
 
 
@@ -106,6 +119,8 @@ def test_option_a_shortcut_is_subsampled_identity_with_zero_channels():
     ("resnet20", {"widths": (16, 8, 64)}, "widths must not decrease"),
     ("resnet50", {"stem_type": "tiered"}, "stem_type must be '' or 'deep'"),
     ("resnet50", {"layers": (3, 4, 6)}, "3 stages in `layers` but 4 in `channels`"),
+    ("resnet50", {"attn": "cbam"}, "attn must be '' or 'se'"),
+    ("resnet18", {"cardinality": 32}, "basic blocks take cardinality 1 and base_width 64"),
 ])
 def test_bad_options_are_one_line_errors(name, options, message):
   model = create_model(name, **options)

@@ -11,9 +11,9 @@ import torch
 from inception_zoo.convert import convert_timm
 
 
-def randomized_timm(name: str, seed: int = 0):
+def randomized_timm(name: str, seed: int = 0, **options):
   torch.manual_seed(seed)
-  model = timm.create_model(name, pretrained=False).eval()
+  model = timm.create_model(name, pretrained=False, **options).eval()
   with torch.no_grad():
     for m in model.modules():
       if isinstance(m, torch.nn.BatchNorm2d):
@@ -41,12 +41,13 @@ def abstract_param_count(name: str, size: int = 224) -> int:
   return param_count(shapes["params"])
 
 
-def max_logit_error(name: str, expected_params: int, size: int = 224, batch: int = 1):
-  """Converts a randomised timm `name`, checks its parameter count, and returns
-  (max |jax - timm| over the logits, max |timm logit|) at `size` px in eval mode."""
-  reference = randomized_timm(name)
+def max_logit_error(name: str, expected_params: int, size: int = 224, batch: int = 1, **options):
+  """Converts a randomised timm `name` (built with `options` on both sides, e.g. fewer blocks),
+  checks its parameter count, and returns (max |jax - timm| over the logits, max |timm logit|) at
+  `size` px in eval mode."""
+  reference = randomized_timm(name, **options)
   state_dict = {k: v.numpy() for k, v in reference.state_dict().items()}
-  model, variables = convert_timm(name, state_dict, image_size=size)
+  model, variables = convert_timm(name, state_dict, image_size=size, **options)
   assert param_count(variables["params"]) == expected_params == sum(
       p.numel() for p in reference.parameters())
   x = np.random.default_rng(0).normal(size=(batch, size, size, 3)).astype(np.float32)

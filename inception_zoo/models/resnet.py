@@ -1,10 +1,18 @@
-"""ResNet (ImageNet and CIFAR layouts) and Wide ResNet-50-2.
+"""ResNet (ImageNet and CIFAR layouts), Wide ResNet-50-2, SE-ResNeXt-50 and SENet-154.
 
 He, Zhang, Ren, Sun. "Deep Residual Learning for Image Recognition", CVPR 2016 (arXiv:1512.03385):
 Section 3.3 and Table 1 (ImageNet ResNet-18/34/50/101/152, basic and bottleneck blocks, projection
 shortcuts where the shape changes: option B), Section 4.2 (CIFAR-10 ResNet-20/32/44/56/110).
 Zagoruyko, Komodakis. "Wide Residual Networks", BMVC 2016 (arXiv:1605.07146): widening the
 bottleneck's inner 3x3 convolution (Wide ResNet-50-2: twice the inner width of ResNet-50).
+Xie, Girshick, Dollar, Tu, He. "Aggregated Residual Transformations for Deep Neural Networks"
+(ResNeXt), CVPR 2017 (arXiv:1611.05431), Section 3.3 and Table 1: the bottleneck's 3x3 convolution
+split into `cardinality` groups, inner width floor(planes * base_width / 64) * cardinality (32x4d).
+Hu, Shen, Sun. "Squeeze-and-Excitation Networks", CVPR 2018 (arXiv:1709.01507), Section 3 and
+Figs. 1-3: the SE block (global average pooling, 1x1 reduction by r = 16, ReLU, 1x1 expansion,
+sigmoid gate that rescales the channels) on the residual branch before the addition; the appendix
+(details of SENet-154): SE-ResNeXt-152 (64x4d) with the first 1x1 width of each bottleneck halved,
+the 7x7 stem replaced by three 3x3 convolutions and the 1x1/2 projections by 3x3/2 convolutions.
 
 ImageNet layout, `ResNet`: 7x7/2 convolution, BN, ReLU, 3x3/2 max pooling, four stages (layer1..4)
 of basic (3x3, 3x3) or bottleneck (1x1, 3x3, 1x1 x4) blocks, the first block of stages 2-4 at
@@ -13,6 +21,11 @@ stride 2, global average pooling, linear classifier. It is timm's `ResNet`, modu
 torchvision's "v1.5") the bottleneck strides in its 3x3 convolution, where the paper's Table 1
 network strides in the first 1x1. The `s` variants (`resnet50s`, `resnet152s`: Gluon's ResNet-v1s,
 MEAL V2's ResNet-152 teacher) replace the 7x7 stem by three 3x3 convolutions (64, 64, 128 channels).
+The ResNeXt/SE options are timm's too: `cardinality`, `base_width`, `attn='se'` (module `se.fc1`,
+`se.fc2`, reduced width `make_divisible(channels / 16, 8)` rounded to nearest, at least 8),
+`down_kernel_size` (the strided projections' kernel) and `block_reduce_first` (first 1x1 width =
+inner width / it), so `seresnext50_32x4d` and `senet154` (Gluon's SENet-154, MEAL V2's teacher) load
+by the same rule.
 
 CIFAR layout, `CifarResNet` (Section 4.2): 3x3 convolution to 16 channels, three stages of n basic
 blocks at 16/32/64 channels on 32/16/8 px maps (depth 6n + 2), global average pooling, linear
@@ -36,12 +49,35 @@ from inception_zoo.registry import register_model
 MIN_SIZE = 32
 
 
-def conv(features: int, kernel: int, strides: int = 1, name: Optional[str] = None,
+def conv(features: int, kernel: int, strides: int = 1, groups: int = 1, name: Optional[str] = None,
          dtype: Any = jnp.float32):
-  """PyTorch `Conv2d(kernel, stride, padding=kernel // 2, bias=False)`."""
+  """PyTorch `Conv2d(kernel, stride, padding=kernel // 2, groups, bias=False)`."""
   pad = kernel // 2
   return nn.Conv(features, (kernel, kernel), strides, padding=((pad, pad), (pad, pad)),
-                 use_bias=False, kernel_init=conv_init, dtype=dtype, name=name)
+                 feature_group_count=groups, use_bias=False, kernel_init=conv_init, dtype=dtype,
+                 name=name)
+
+
+class SqueezeExcite(nn.Module):
+  """x * sigmoid(fc2(relu(fc1(mean(x))))) with biased 1x1 convolutions (Hu et al., Fig. 3)."""
+  reduced: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    s = jnp.mean(x, axis=(1, 2), keepdims=True)
+    s = nn.Conv(self.reduced, (1, 1), kernel_init=conv_init, dtype=self.dtype, name="fc1")(s)
+    s = nn.relu(s)
+    s = nn.Conv(x.shape[-1], (1, 1), kernel_init=conv_init, dtype=self.dtype, name="fc2")(s)
+    return x * nn.sigmoid(s)
+
+
+def attention(attn: str, channels: int, dtype: Any) -> Callable:
+  """timm's `create_attn(attn, channels)`: identity for '', the SE block (ratio 1/16, divisor 8,
+  nearest multiple: timm's `make_divisible(..., round_limit=0)`) for 'se'."""
+  if not attn:
+    return lambda x: x
+  return SqueezeExcite(max(8, int(channels / 16 + 4) // 8 * 8), dtype, name="se")
 
 
 class BasicBlock(nn.Module):
@@ -49,59 +85,71 @@ class BasicBlock(nn.Module):
   norm: Callable[..., nn.Module]  # BatchNorm factory, takes `name` and `train`
   planes: int
   strides: int
-  project: bool  # 1x1 convolution + BN on the shortcut (option B)
+  project: bool  # projection + BN on the shortcut (option B)
   drop_path: float
+  attn: str = ""
+  reduce_first: int = 1
+  down_kernel: int = 1
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, *, train):
     shortcut = x
-    y = conv(self.planes, 3, self.strides, name="conv1", dtype=self.dtype)(x)
+    y = conv(self.planes // self.reduce_first, 3, self.strides, name="conv1", dtype=self.dtype)(x)
     y = nn.relu(self.norm(name="bn1", train=train)(y))
     y = conv(self.planes, 3, name="conv2", dtype=self.dtype)(y)
-    y = self.norm(name="bn2", train=train)(y)
+    y = attention(self.attn, self.planes, self.dtype)(self.norm(name="bn2", train=train)(y))
     if self.project:
-      shortcut = Projection(self.norm, self.planes, self.strides, self.dtype,
+      shortcut = Projection(self.norm, self.planes, self.strides, self.down_kernel, self.dtype,
                             name="downsample")(x, train=train)
     return nn.relu(shortcut + drop_path(self.drop_path, train)(y))
 
 
 class Bottleneck(nn.Module):
-  """1x1 reduction, 3x3 (strided), 1x1 expansion to 4x `planes` (Fig. 5 right). `width` is the
-  inner width: `planes` in the paper, `2 * planes` in Wide ResNet-50-2."""
+  """1x1 reduction, 3x3 (strided, in `groups` groups), 1x1 expansion to 4x `planes` (Fig. 5 right),
+  optional SE before the addition. `width` is the inner width: `planes` in the paper, `2 * planes`
+  in Wide ResNet-50-2, `planes / 64 * base_width * cardinality` in ResNeXt; the first 1x1 gives
+  `width / reduce_first` (2 in SENet-154)."""
   norm: Callable[..., nn.Module]
   planes: int
   width: int
   strides: int
   project: bool
   drop_path: float
+  attn: str = ""
+  reduce_first: int = 1
+  down_kernel: int = 1
+  groups: int = 1
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, *, train):
     shortcut = x
-    y = conv(self.width, 1, name="conv1", dtype=self.dtype)(x)
+    y = conv(self.width // self.reduce_first, 1, name="conv1", dtype=self.dtype)(x)
     y = nn.relu(self.norm(name="bn1", train=train)(y))
-    y = conv(self.width, 3, self.strides, name="conv2", dtype=self.dtype)(y)
+    y = conv(self.width, 3, self.strides, groups=self.groups, name="conv2", dtype=self.dtype)(y)
     y = nn.relu(self.norm(name="bn2", train=train)(y))
     y = conv(self.planes * 4, 1, name="conv3", dtype=self.dtype)(y)
-    y = self.norm(name="bn3", train=train)(y)
+    y = attention(self.attn, self.planes * 4, self.dtype)(self.norm(name="bn3", train=train)(y))
     if self.project:
-      shortcut = Projection(self.norm, self.planes * 4, self.strides, self.dtype,
+      shortcut = Projection(self.norm, self.planes * 4, self.strides, self.down_kernel, self.dtype,
                             name="downsample")(x, train=train)
     return nn.relu(shortcut + drop_path(self.drop_path, train)(y))
 
 
 class Projection(nn.Module):
-  """The projection shortcut, option B: strided 1x1 convolution and BN (timm's `downsample.0/.1`)."""
+  """The projection shortcut, option B: strided 1x1 convolution and BN (timm's `downsample.0/.1`).
+  A strided one may take a larger `kernel` (3 in SENet-154); an unstrided one is always 1x1."""
   norm: Callable[..., nn.Module]
   features: int
   strides: int
+  kernel: int = 1
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, *, train):
-    x = conv(self.features, 1, self.strides, name="layers_0", dtype=self.dtype)(x)
+    kernel = self.kernel if self.strides != 1 else 1
+    x = conv(self.features, kernel, self.strides, name="layers_0", dtype=self.dtype)(x)
     return self.norm(name="layers_1", train=train)(x)
 
 
@@ -136,6 +184,10 @@ class ResNet(nn.Module):
   layers: Tuple[int, ...] = (3, 4, 6, 3)  # blocks per stage (Table 1)
   channels: Tuple[int, ...] = (64, 128, 256, 512)  # `planes` of each stage
   base_width: int = 64  # bottleneck inner width = planes * base_width / 64 (128: Wide ResNet-x-2)
+  cardinality: int = 1  # groups of the bottleneck's 3x3 (ResNeXt), multiplies the inner width
+  attn: str = ""  # '' | 'se' (squeeze-and-excitation before each block's addition)
+  block_reduce_first: int = 1  # first 1x1 width = inner width / this (2 in SENet-154)
+  down_kernel_size: int = 1  # kernel of the strided projection shortcuts (3 in SENet-154)
   stem_type: str = ""  # '' (7x7) | 'deep' (three 3x3)
   stem_width: int = 64  # 7x7 width; for 'deep', the first two 3x3 widths (the third is twice it)
   drop_rate: float = 0.0
@@ -154,6 +206,11 @@ class ResNet(nn.Module):
       raise UserError(f"resnet block must be 'basic' or 'bottleneck'; got '{self.block}'")
     if self.stem_type not in ("", "deep"):
       raise UserError(f"resnet stem_type must be '' or 'deep'; got '{self.stem_type}'")
+    if self.attn not in ("", "se"):
+      raise UserError(f"resnet attn must be '' or 'se'; got '{self.attn}'")
+    if self.block == "basic" and (self.cardinality, self.base_width) != (1, 64):
+      raise UserError(f"resnet basic blocks take cardinality 1 and base_width 64 (as timm); "
+                      f"got {self.cardinality} and {self.base_width}")
     if len(self.layers) != len(self.channels):
       raise UserError(f"resnet has {len(self.layers)} stages in `layers` but "
                       f"{len(self.channels)} in `channels`")
@@ -168,22 +225,33 @@ class ResNet(nn.Module):
     x = nn.max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1)))
 
     rates = drop_path_rates(self.drop_path_rate, self.layers)
+    options = dict(attn=self.attn, reduce_first=self.block_reduce_first,
+                   down_kernel=self.down_kernel_size, dtype=self.dtype)
     for i, planes in enumerate(self.channels):
       if self.block == "basic":
-        make, out_chs = functools.partial(BasicBlock, norm, planes), planes
+        make, out_chs = functools.partial(BasicBlock, norm, planes, **options), planes
       else:
-        make = functools.partial(Bottleneck, norm, planes, planes * self.base_width // 64)
+        width = planes * self.base_width // 64 * self.cardinality  # timm's floor, then the groups
+        make = functools.partial(Bottleneck, norm, planes, width, groups=self.cardinality,
+                                 **options)
         out_chs = 4 * planes
       blocks = []
       for j, rate in enumerate(rates[i]):
         strides = 2 if i > 0 and j == 0 else 1
         project = j == 0 and (strides != 1 or x.shape[-1] != out_chs)
-        blocks.append(make(strides, project, rate, self.dtype))
+        blocks.append(make(strides, project, rate))
       x = Seq(blocks, name=f"layer{i + 1}")(x, train=train)
       out[f"C{i + 2}"] = x
     logits, out["pre_logits"] = classifier_head(x, num_classes=self.num_classes, train=train,
                                                 drop_rate=self.drop_rate, name="fc")
     return logits, out
+
+
+class SEResNeXt(ResNet):
+  """`ResNet` with grouped bottlenecks and SE. Its own class only for the tiny test network: at
+  ResNet's tiny widths (4 and 8 planes) base width 4 leaves no channel per group (4 * 4 / 64 rounds
+  to 0), so the tiny one has 4 groups at base width 32."""
+  tiny_options = {**ResNet.tiny_options, "cardinality": 4, "base_width": 32}
 
 
 class CifarResNet(nn.Module):
@@ -256,6 +324,10 @@ VARIANTS = {
     "wide_resnet50_2": dict(block="bottleneck", layers=(3, 4, 6, 3), base_width=128),
     "resnet50s": dict(block="bottleneck", layers=(3, 4, 6, 3), stem_type="deep"),
     "resnet152s": dict(block="bottleneck", layers=(3, 8, 36, 3), stem_type="deep"),
+    "seresnext50_32x4d": dict(block="bottleneck", layers=(3, 4, 6, 3), cardinality=32,
+                              base_width=4, attn="se"),
+    "senet154": dict(block="bottleneck", layers=(3, 8, 36, 3), cardinality=64, base_width=4,
+                     attn="se", stem_type="deep", block_reduce_first=2, down_kernel_size=3),
 }
 
 
@@ -305,6 +377,19 @@ def resnet50s(**kwargs) -> ResNet:
 def resnet152s(**kwargs) -> ResNet:
   """ResNet-152-v1s, MEAL V2's teacher (60,316,584 parameters with 1000 classes, as timm)."""
   return ResNet(**{**VARIANTS["resnet152s"], **kwargs})
+
+
+@register_model
+def seresnext50_32x4d(**kwargs) -> SEResNeXt:
+  """SE-ResNeXt-50 (32x4d) (27,559,896 parameters with 1000 classes, as timm)."""
+  return SEResNeXt(**{**VARIANTS["seresnext50_32x4d"], **kwargs})
+
+
+@register_model
+def senet154(**kwargs) -> SEResNeXt:
+  """SENet-154 (Hu et al., appendix; Gluon's weights are MEAL V2's teacher), 115,088,984 parameters
+  with 1000 classes, as timm."""
+  return SEResNeXt(**{**VARIANTS["senet154"], **kwargs})
 
 
 @register_model
