@@ -41,7 +41,7 @@ def test_registry_lists_the_paper_models():
   assert {"iformer_small", "iformer_base", "iformer_large"} <= set(MODELS)
   # The compression papers' networks (issue 5)
   assert {"resnet18", "resnet20", "resnet50", "wide_resnet50_2", "inception_v3", "mobilenetv1_100",
-          "mobilenetv2_100", "efficientnet_b0"} <= set(MODELS)
+          "mobilenetv2_100", "efficientnet_b0", "senet154", "resnet152s"} <= set(MODELS)
 
 
 @pytest.mark.parametrize("name", distinct_tiny_models())
