@@ -16,6 +16,8 @@ senet154.gluon_in1k, model senet154)):
   python -m experiments.meal_v2 --workdir=WORKDIR --config.input.data_dir=TFDS_DIR \\
       --config.init_from=RESNET50_DIR --config.teachers.t0.weights=RESNET152S_DIR \\
       --config.teachers.t1.weights=SENET154_DIR
+The distilled student then starts any classifier run (the discriminator is left behind):
+  python -m experiments.<name> ... --config.init_from=WORKDIR --config.init_from_scope=student
 
 Full setting (the official README command, train.py and model_factory.py; the paper reports 80.67%
 top-1 for ResNet-50 at 224 px): student `resnet50` from pre-trained weights (the official code takes
