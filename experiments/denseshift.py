@@ -17,7 +17,7 @@ the QAT trainer (`inception_zoo.train.qat`) in `<workdir>/<scheme>`; (4) reports
 loss, the share of shift weights that never changed value (weight freezing), the share of zeros, and
 checks the multiplication-free form: every DenseShift weight is +-2^k, never 0.
 
-Full setting (the paper's Sec. 4.1 ImageNet protocol as we read it, verify): ResNet-18, all
+Full setting (the paper's ImageNet protocol as we read it, verify): ResNet-18, all
 convolutions but the first at 3 bits, the first convolution and the classifier in full precision,
 from full-precision weights (`config.fp_from`, e.g. timm's resnet18 converted with
 `python -m inception_zoo.convert`), SGD momentum 0.9, learning rate 0.1 cosine over 90 epochs,
@@ -113,7 +113,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, object]:
     values = np.concatenate([v.ravel() for v in after.values()])
     result[f"{scheme}/top1"] = out["eval/top1"]
     result[f"{scheme}/loss"] = out["eval/loss"]
-    result[f"{scheme}/frozen"] = shift.frozen_share(np.concatenate([v.ravel() for v in before.values()]), values)
+    start_values = np.concatenate([v.ravel() for v in before.values()])
+    result[f"{scheme}/frozen"] = shift.frozen_share(start_values, values)
     result[f"{scheme}/zeros"] = float(np.mean(values == 0))
     result[f"{scheme}/signed_pow2"] = bool(np.all(shift.is_signed_power_of_two(values)))
   print("denseshift: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items()))

@@ -1,9 +1,9 @@
 """Per-block Hessian spectrum of a loss: top eigenvalue by power iteration and trace by Hutchinson.
 
 HAWQ (Dong, Yao, Gholami, Mahoney, Keutzer, "HAWQ: Hessian AWare Quantization of Neural Networks with
-Mixed-Precision", ICCV 2019, arXiv:1905.03696), Sec. 3.1: the sensitivity of block i is the top
+Mixed-Precision", ICCV 2019, arXiv:1905.03696): the sensitivity of block i is the top
 eigenvalue of its diagonal Hessian block H_ii, found by power iteration on Hessian-vector products
-(Alg. 1 of the paper's appendix). HAWQ-V2 (Dong et al., NeurIPS 2020, arXiv:1911.03852), Sec. 3.2:
+(as in the authors' PyHessian). HAWQ-V2 (Dong et al., NeurIPS 2020, arXiv:1911.03852):
 the trace of H_ii by Hutchinson's estimator, E[v^T H v] over Rademacher v.
 
 A Hessian-vector product is forward-over-reverse, `jax.jvp` of `jax.grad` (Pearlmutter's trick): one
@@ -49,7 +49,8 @@ def model_loss(model, batch_stats) -> Callable:
   return loss_fn
 
 
-def blocks(params, select: str = DEFAULT_BLOCKS, group: Optional[Callable[[str], str]] = None) -> Dict[str, List[str]]:
+def blocks(params, select: str = DEFAULT_BLOCKS,
+           group: Optional[Callable[[str], str]] = None) -> Dict[str, List[str]]:
   """{block name: leaf paths}: the leaves whose path fully matches `select`, each its own block
   unless `group(path)` names a coarser one (e.g. a residual block's prefix)."""
   try:
@@ -137,10 +138,12 @@ def traces(loss_fn: Callable, params, batches: Sequence, block_map: Dict[str, Li
   def one(params, batches, key):
     leaves, treedef = jax.tree.flatten(params)
     keys = jax.random.split(key, len(leaves))
-    v = jax.tree.unflatten(treedef, [jax.random.rademacher(k, x.shape, x.dtype) for k, x in zip(keys, leaves)])
+    v = jax.tree.unflatten(treedef, [jax.random.rademacher(k, x.shape, x.dtype)
+                                     for k, x in zip(keys, leaves)])
     hv = _mean_hvp(loss_fn, params, batches, v)
     flat_v = jax.tree_util.tree_flatten_with_path(v)[0]
-    return {path_str(p): jnp.vdot(x, y) for (p, x), y in zip(flat_v, jax.tree.leaves(hv)) if path_str(p) in names}
+    return {path_str(p): jnp.vdot(x, y) for (p, x), y in zip(flat_v, jax.tree.leaves(hv))
+            if path_str(p) in names}
 
   sample = jax.jit(lambda params, batches, keys: jax.vmap(one, (None, None, 0))(params, batches, keys))
   sums = {name: 0.0 for name in block_map}

@@ -57,7 +57,8 @@ def test_power_iteration_and_hutchinson_match_dense_blocks(problem):
   assert sorted(block_map) == ["fc1/kernel", "fc2/kernel"]
   eigs = hessian.top_eigenvalues(loss_fn, params, batches, block_map, jax.random.key(1), max_iters=1000,
                                  tol=1e-7, progress=False)
-  tr = hessian.traces(loss_fn, params, batches, block_map, jax.random.key(2), num_samples=2000, progress=False)
+  tr = hessian.traces(loss_fn, params, batches, block_map, jax.random.key(2), num_samples=2000,
+                      progress=False)
   for name, members in block_map.items():
     dense = hessian.dense_block_hessian(loss_fn, params, batches, members)
     w = np.linalg.eigvalsh(dense)
@@ -79,7 +80,8 @@ def test_agrees_with_pyhessian_on_a_torch_twin(problem):
   x = np.concatenate([b["image"] for b in batches])
   y = np.concatenate([b["label"] for b in batches])
   torch.manual_seed(0)
-  h = pyhessian(twin, torch.nn.CrossEntropyLoss(), data=(torch.from_numpy(x), torch.from_numpy(y)), cuda=False)
+  h = pyhessian(twin, torch.nn.CrossEntropyLoss(), data=(torch.from_numpy(x), torch.from_numpy(y)),
+                cuda=False)
   theirs = h.eigenvalues(maxIter=1000, tol=1e-6)[0][0]
   whole = {"all": [n for block in hessian.blocks(params, r".*").values() for n in block]}
   ours = hessian.top_eigenvalues(loss_fn, params, [{"image": x, "label": y}], whole, jax.random.key(3),

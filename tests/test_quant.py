@@ -22,7 +22,8 @@ def test_uniform_weight_levels_and_ste():
     assert np.all(np.abs(np.round(k)) <= qmax)
     np.testing.assert_allclose(np.max(np.abs(q), axis=(0, 1, 2)), qmax * scale, rtol=1e-6)
   b = np.asarray(uniform.quantize_weight(w, 1))  # one bit: sign x the channel's mean magnitude
-  np.testing.assert_allclose(np.abs(b), np.broadcast_to(np.mean(np.abs(np.asarray(w)), axis=(0, 1, 2)), w.shape), rtol=1e-6)
+  mean = np.mean(np.abs(np.asarray(w)), axis=(0, 1, 2))
+  np.testing.assert_allclose(np.abs(b), np.broadcast_to(mean, w.shape), rtol=1e-6)
   c = jax.random.normal(jax.random.key(1), w.shape)
   g = jax.grad(lambda w: jnp.sum(uniform.quantize_weight(w, 2) * c))(w)
   np.testing.assert_allclose(g, c, rtol=1e-6)  # straight through
@@ -43,7 +44,9 @@ def test_shift_weights_are_signed_powers_of_two_never_zero():
   z = shift.quantized_values(sign, latents, zero_free=False)
   assert set(np.unique(np.abs(z))) == {0.0, 1.0, 2.0, 4.0}
   # The nested binaries reach every exponent: p = ((b1 + 1) b2 + 1) b3.
-  bits = jnp.array([[0, 1, 0, 1, 1, 0, 1, 1], [0, 0, 1, 1, 0, 1, 1, 1], [0, 0, 0, 0, 1, 1, 1, 1]], jnp.float32)
+  bits = jnp.array([[0, 1, 0, 1, 1, 0, 1, 1],
+                    [0, 0, 1, 1, 0, 1, 1, 1],
+                    [0, 0, 0, 0, 1, 1, 1, 1]], jnp.float32)
   np.testing.assert_array_equal(shift.nested_exponent(bits), [0, 0, 0, 0, 1, 2, 3, 3])
 
 
@@ -83,7 +86,8 @@ def test_ldexp_path_equals_matmul_and_conv_bit_for_bit():
   np.testing.assert_array_equal(shift.shift_matmul(jnp.asarray(x), s, e), jnp.asarray(x) @ jnp.asarray(w))
   xf = rng.normal(size=(5, 24)).astype(np.float32)
   np.testing.assert_allclose(shift.shift_matmul(jnp.asarray(xf), s, e), xf @ w, rtol=1e-5, atol=1e-5)
-  k = (np.where(rng.random((3, 3, 4, 6)) < 0.5, -1.0, 1.0) * np.exp2(rng.integers(0, 4, (3, 3, 4, 6)))).astype(np.float32)
+  k = np.where(rng.random((3, 3, 4, 6)) < 0.5, -1.0, 1.0) * np.exp2(rng.integers(0, 4, (3, 3, 4, 6)))
+  k = k.astype(np.float32)
   img = rng.integers(0, 256, (2, 7, 7, 4)).astype(np.float32)
   ref = jax.lax.conv_general_dilated(img, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
   s, e = shift.sign_and_exponent(k)
@@ -107,7 +111,8 @@ def test_bit_allocation_meets_the_budget_and_follows_sensitivity():
   assert bits["a"] == 8 and bits["c"] == 2
   with pytest.raises(UserError, match="below"):
     hawq.allocate_bits(sens, sizes, (2, 4), 1 * sum(sizes.values()))
-  params = {k: {"kernel": jax.random.normal(jax.random.key(i), (n // 4, 4))} for i, (k, n) in enumerate(sizes.items())}
+  params = {k: {"kernel": jax.random.normal(jax.random.key(i), (n // 4, 4))}
+            for i, (k, n) in enumerate(sizes.items())}
   paths = {f"{k}/kernel": n for k, n in sizes.items()}
   curv = {f"{k}/kernel": v for k, v in sens.items()}
   best = hawq.pareto_bits(curv, params, paths, (2, 3, 4, 8), budget)
@@ -139,7 +144,8 @@ def test_qat_reparametrisation_of_a_registered_model(tiny):
               order=("layer1/layers_0/conv1/kernel", "conv1/kernel"), stages=2,
               stage_steps=5, layer_bits=(("conv1/kernel", 8),))
   v = jax.jit(lambda: q.init(rngs, x))()
-  assert jax.tree.structure(v["params"]) == jax.tree.structure(jax.eval_shape(lambda: model.init(rngs, x))["params"])
+  plain = jax.eval_shape(lambda: model.init(rngs, x))["params"]
+  assert jax.tree.structure(v["params"]) == jax.tree.structure(plain)
   act = _qmodel(model, bits=8, act_bits=8)
   fp, quantized, close = jax.jit(lambda v: [m.apply(v, x, train=False)[0] for m in (model, q, act)])(v)
   assert not np.allclose(fp, quantized)

@@ -5,11 +5,11 @@ multiplication-free inference check.
 Li, Liu, Yang, Courville, Xing, Partovi Nia, "DenseShift: Towards Accurate and Efficient Low-Bit
 Power-of-Two Quantization", ICCV 2023 (arXiv:2208.09708).
 
-- Zero-free shift weights (Sec. 3.1): a b-bit weight is s * 2^p with s in {-1, +1} and p in
+- Zero-free shift weights: a b-bit weight is s * 2^p with s in {-1, +1} and p in
   {0, ..., 2^(b-1) - 1} (3 bits: +-1, +-2, +-4, +-8); no code is spent on zero. A per-output-channel
   scale alpha multiplies the layer's output, so it folds into the BatchNorm that follows: the
   convolution itself only shifts and adds.
-- Sign-scale decomposition (Sec. 3.2, as in the authors' `DenseShiftConv2d3bit`): the sign is the
+- Sign-scale decomposition (as in the authors' `DenseShiftConv2d3bit`): the sign is the
   sign of a latent weight, s = sign(w) (+1 at 0), and p is built from n = 2^(b-1) - 1 latent
   binaries b_j = [t_j > 0] nested as p = ((b_1 + 1) b_2 + 1) b_3 ... (p = b_1, then p <- (p + 1) b_j),
   all with straight-through gradients. The forward pass uses s * 2^p; the backward pass goes through
@@ -18,16 +18,16 @@ Power-of-Two Quantization", ICCV 2023 (arXiv:2208.09708).
   Sign-Sparse-Shift Reparametrization for Effective Training of Low-bit Shift Networks", NeurIPS 2021):
   s * z * 2^q with a latent sparsity binary z and q from the remaining 2^(b-1) - 2 binaries (3 bits:
   0, +-1, +-2, +-4), the same number of latent tensors, differentiated through 2^q as its code is.
-- Weight freezing (Sec. 3.2; the metric here is our reading, verify against the paper's equation):
+- Weight freezing (the metric here is our reading, verify against the paper's equation):
   the share of quantised weights that never change value between two snapshots of a training run.
   Latents far from their thresholds, or weights stuck at zero, keep their value; a low share
   means the low-bit weights keep learning.
-- Low-variance random initialisation (Sec. 3.3, our reading: verify): latent binaries start at
+- Low-variance random initialisation (our reading: verify): latent binaries start at
   +-delta or N(0, delta^2) with a small delta, so that early updates can flip them; here also
   used when the latents encode a pre-trained weight (`encode`), which keeps the transferred
   values while leaving them free to move.
-- Multiplication-free inference (Sec. 3.1.1): x * s * 2^p is `ldexp(x, p)` with a sign flip, an
-  exponent addition; `shift_matmul` computes a layer that way.
+- Multiplication-free inference (the paper's Sec. 3.1 / Fig. 2): x * s * 2^p is `ldexp(x, p)` with a
+  sign flip, an exponent addition; `shift_matmul` computes a layer that way.
 """
 from typing import Tuple
 
@@ -120,7 +120,8 @@ def encode(w, bits: int, zero_free: bool = True, delta: float = 1e-3):
 
 def quantized_values(sign_latent, latents, zero_free: bool = True) -> np.ndarray:
   """The shift weights as integers (no scale): what inference stores."""
-  return np.asarray(jax.lax.stop_gradient(shift_weight(jnp.asarray(sign_latent), jnp.asarray(latents), zero_free)))
+  w = shift_weight(jnp.asarray(sign_latent), jnp.asarray(latents), zero_free)
+  return np.asarray(jax.lax.stop_gradient(w))
 
 
 def is_signed_power_of_two(w) -> np.ndarray:

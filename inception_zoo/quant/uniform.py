@@ -1,7 +1,7 @@
 """Uniform fake quantisation with the straight-through estimator (STE).
 
 The quantiser HAWQ uses (Dong et al., "HAWQ: Hessian AWare Quantization of Neural Networks with
-Mixed-Precision", ICCV 2019, Sec. 3 and 4; its code quantises weights symmetrically per output
+Mixed-Precision", ICCV 2019; its code quantises weights symmetrically per output
 channel and activations with a per-tensor affine range): a b-bit symmetric weight takes the values
 k * s for integers |k| <= 2^(b-1) - 1 with s = max|w| / (2^(b-1) - 1) per output channel (one bit,
 which that grid cannot express, is the channel's scaled sign); a b-bit
@@ -36,7 +36,8 @@ def quantize_weight(w, bits):
   scale = jnp.max(jnp.abs(w), axis=axes, keepdims=True) / qmax
   scale = jax.lax.stop_gradient(jnp.where(scale > 0, scale, 1.0))
   q = jnp.clip(jnp.round(w / scale), -qmax, qmax) * scale
-  binary = jnp.where(w >= 0, 1.0, -1.0) * jax.lax.stop_gradient(jnp.mean(jnp.abs(w), axis=axes, keepdims=True))
+  magnitude = jax.lax.stop_gradient(jnp.mean(jnp.abs(w), axis=axes, keepdims=True))
+  binary = jnp.where(w >= 0, 1.0, -1.0) * magnitude
   return ste(w, jnp.where(jnp.asarray(bits) == 1, binary, q).astype(w.dtype))
 
 

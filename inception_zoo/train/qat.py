@@ -11,7 +11,7 @@ nn.Dense through Flax's method interception. Methods (`config.quant.method`):
 - `uniform`: HAWQ's symmetric per-channel weight quantiser with the straight-through estimator
   (Dong et al., ICCV 2019; `inception_zoo.quant.uniform`). Bits per layer: `quant.layer_bits`
   (pairs of parameter path and bits, e.g. from `quant.hawq.allocate_bits`), else `quant.bits`.
-  HAWQ's multi-stage fine-tuning (Sec. 3.2): `quant.order` lists the layers in their fine-tuning
+  HAWQ's multi-stage fine-tuning: `quant.order` lists the layers in their fine-tuning
   order, split into `quant.stages` groups; group g is quantised from step g x `quant.stage_steps`
   on, and the layers not yet quantised train in full precision meanwhile. Layers already
   quantised keep training through the STE.
@@ -184,7 +184,8 @@ def make_train_step(model: QuantizedModel, tx, schedule, config: ml_collections.
 
 
 def summary(config, result: Dict[str, float], num_images: int, step: int) -> str:
-  return (f"{config.model_name} ({config.quant.method}, {config.quant.bits}-bit default): held-out "
+  bits = sorted({b for _, b in config.quant.layer_bits} or {config.quant.bits})
+  return (f"{config.model_name} ({config.quant.method}, {'/'.join(map(str, bits))} bits): held-out "
           f"top-1 {result['eval/top1']:.4f} ({num_images} images, step {step})")
 
 
