@@ -2,7 +2,7 @@
 Low-Bit Power-of-Two Quantization", ICCV 2023), paper 3 of the zoo: 3-bit zero-free shift weights
 against the zero-including shift baseline and full precision, transferred from a trained checkpoint.
 
-CPU, embedded digits (about 1.5 minutes on 2 cores; 3-bit DenseShift ends closer to full precision
+CPU, embedded digits (about 1 minute on 2 cores; 3-bit DenseShift ends closer to full precision
 than the zero-including 3-bit shift network, every weight a signed power of two):
   python -m experiments.denseshift --config=runlocal --workdir=workdirs/denseshift_digits
 ImageNet ResNet-18, 3 bits (prepare `tfds build imagenet2012 --manual_dir=...`):
