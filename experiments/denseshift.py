@@ -84,7 +84,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   from experiments.common import imagenet
   c.name = "denseshift_resnet18_i1k"
   c.model_name = "resnet18"
-  imagenet(c, size=224, eval_resize=256, batch_size=256, num_epochs=90.0)
+  # ImageNet mean/std: the input timm's resnet18 weights (a usual `fp_from`) were trained on.
+  imagenet(c, size=224, eval_resize=256, batch_size=256, num_epochs=90.0, norm="normalize")
   c.fp_steps = 90 * 1_281_167 // 256
   return c
 

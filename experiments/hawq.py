@@ -112,7 +112,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.name = f"hawq_{arg}"
     c.model_name = {"resnet50_i1k": "resnet50", "inception_v3_i1k": "inception_v3"}[arg]
     size, resize = (224, 256) if arg == "resnet50_i1k" else (299, 342)
-    imagenet(c, size=size, eval_resize=resize, batch_size=256, num_epochs=30.0)
+    # The inputs the timm weights `fp_from` converts were trained on: ResNet-50 ImageNet mean/std,
+    # Inception-v3 [-1, 1].
+    imagenet(c, size=size, eval_resize=resize, batch_size=256, num_epochs=30.0,
+             norm="normalize" if arg == "resnet50_i1k" else "value_range(-1, 1)")
     c.hawq.update(candidates=(2, 4, 8), budget_bits=32 / (12.28 if arg == "resnet50_i1k" else 12.04),
                   hessian_batch_size=256, hessian_batches=4)
     c.quant.act_bits = 4
