@@ -11,7 +11,8 @@ Two tables:
    1.3-2.4x. The paper's numbers are for its hand-written ARM (Snapdragon 835) kernels in XNNPACK,
    against XNNPACK's dense kernels; here the dense side is XLA's multi-threaded CPU convolution and the
    sparse side a single-threaded generic CSR kernel plus one host callback per layer, so the ratio
-   measures what this stack gives, not the paper's kernels.
+   measures what this stack gives, not the paper's kernels. timm's dense network (PyTorch, oneDNN) is
+   timed in the same run, and the sparse JAX network's speed-up over it printed too.
 2. Per layer: each distinct 1x1 shape of MobileNet v1 at 224 px (C_in, C_out, H*W) as W^T[C_out x C_in]
    . X[C_in x HW]: XLA dense, scipy CSR, jax.experimental.sparse BCOO and an XLA ELL gather, and the
    break-even sparsity (the lowest of 50-95% at which scipy CSR beats XLA dense).
@@ -67,12 +68,23 @@ def prune_pointwise(params, sparsity: float):
   return jax.tree.map(one, params)
 
 
+def timm_dense(iters: int, size: int) -> float:
+  """Seconds per batch-1 forward pass of timm's dense mobilenetv1_100 (PyTorch, eval, no grad)."""
+  import timm  # the test extra; the library never imports torch
+  import torch
+  model = timm.create_model("mobilenetv1_100", pretrained=False).eval()
+  x = torch.randn(1, 3, size, size)
+  with torch.no_grad():
+    return best_time(lambda: model(x), iters)
+
+
 def network(sparsities: List[float], iters: int, size: int) -> List[Dict[str, float]]:
   model = create_model("mobilenetv1_100", num_classes=1000)
   x = jax.random.normal(jax.random.key(0), (1, size, size, 3))
   variables = jax.jit(model.init)(jax.random.key(1), x)
   dense_fn = jax.jit(lambda v, x: model.apply(v, x)[0])
   dense = best_time(lambda: dense_fn(variables, x).block_until_ready(), iters)
+  reference = timm_dense(iters, size)
   rows = []
   for s in sparsities:
     v = dict(variables, params=prune_pointwise(variables["params"], s))
@@ -81,7 +93,7 @@ def network(sparsities: List[float], iters: int, size: int) -> List[Dict[str, fl
     err = float(jnp.max(jnp.abs(sparse_fn(v, x) - dense_fn(v, x))))
     t = best_time(lambda: sparse_fn(v, x).block_until_ready(), iters)
     rows.append(dict(sparsity=s, dense_ms=dense * 1e3, sparse_ms=t * 1e3, speedup=dense / t,
-                     layers=len(sparse), max_logit_diff=err))
+                     timm_ms=reference * 1e3, vs_timm=reference / t, layers=len(sparse), max_logit_diff=err))
   return rows
 
 
@@ -146,10 +158,11 @@ def main(argv=None):
   if not args.layers_only:
     out["network"] = network(sparsities, args.iters, args.size)
     print(f"\nmobilenetv1_100, 1x1 convolutions pruned; paper: {PAPER}")
-    print(f"{'sparsity':>8} {'dense ms':>9} {'sparse ms':>10} {'speed-up':>9} {'layers':>7} {'max |dlogit|':>13}")
+    print(f"{'sparsity':>8} {'dense ms':>9} {'sparse ms':>10} {'speed-up':>9} {'timm dense ms':>14} "
+          f"{'sparse vs timm':>15} {'layers':>7} {'max |dlogit|':>13}")
     for r in out["network"]:
       print(f"{r['sparsity']:>8.0%} {r['dense_ms']:>9.2f} {r['sparse_ms']:>10.2f} {r['speedup']:>8.2f}x "
-            f"{r['layers']:>7d} {r['max_logit_diff']:>13.2e}")
+            f"{r['timm_ms']:>14.2f} {r['vs_timm']:>14.2f}x {r['layers']:>7d} {r['max_logit_diff']:>13.2e}")
   out["layers"] = layers(sparsities, args.iters, args.size)
   print("\nper 1x1 layer, W^T[C_out x C_in] . X[C_in x HW] (ms); break-even: lowest sparsity where scipy "
         "CSR beats XLA dense")
