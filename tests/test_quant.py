@@ -63,6 +63,23 @@ def test_shift_decomposition_gradients_follow_the_surrogate():
   np.testing.assert_allclose(g_lat[2], [3 / (2 * 2.0), -1 / (2 * np.sqrt(2.0))], rtol=1e-6)
 
 
+def test_direct_shift_weights_are_signed_powers_of_two_with_straight_through_gradient():
+  """The baseline without the decomposition: the kernel itself rounds to sign(w) * 2^p in the log
+  domain on the zero-free levels, never 0, and passes its gradient straight through."""
+  w = jnp.array([[0.0, -0.01, 0.2, -0.26, 0.4, 0.55, -1.0]]).T  # one output channel, peak 1.0
+  # alpha = 1/8: |w|/alpha = 0, 0.08, 1.6, 2.08, 3.2, 4.4, 8 -> p = 0, 0, 1, 1, 2, 2, 3; +1 at 0.
+  np.testing.assert_array_equal(shift.direct_weight(w, 3).ravel(), [1, -1, 2, -2, 4, 4, -8])
+  np.testing.assert_allclose(shift.direct_kernel(w, 3), shift.direct_weight(w, 3) / 8, rtol=1e-6)
+  big = jax.random.normal(jax.random.key(0), (3, 3, 8, 16))
+  d = np.asarray(shift.direct_weight(big, 3))
+  assert np.all(shift.is_signed_power_of_two(d)) and set(np.unique(np.abs(d))) == {1.0, 2.0, 4.0, 8.0}
+  # From the same kernel the decomposition's encoding lands on the same levels.
+  np.testing.assert_array_equal(d, shift.quantized_values(big, shift.encode(big, 3)))
+  c = jax.random.normal(jax.random.key(1), big.shape)
+  g = jax.grad(lambda k: jnp.sum(shift.direct_kernel(k, 3) * c))(big)
+  np.testing.assert_allclose(g, c, rtol=1e-6)
+
+
 def test_encode_picks_the_nearest_level():
   w = np.array([[0.01, -0.2, 0.26, -0.55, 1.0]], np.float32).T  # one output channel, peak 1.0
   got = shift.quantized_values(w, shift.encode(w, 3, zero_free=True), zero_free=True).ravel()
@@ -98,6 +115,8 @@ def test_ldexp_path_equals_matmul_and_conv_bit_for_bit():
 
 def test_freezing_metric():
   assert shift.frozen_share(np.array([1, 2, 4, -8]), np.array([1, 2, -4, 8])) == 0.5
+  with pytest.raises(UserError, match="differ in shape"):
+    shift.frozen_share(np.ones(3), np.ones(4))
 
 
 def test_bit_allocation_meets_the_budget_and_follows_sensitivity():
@@ -166,3 +185,10 @@ def test_qat_reparametrisation_of_a_registered_model(tiny):
   assert np.all(shift.is_signed_power_of_two(values))
   grads = jax.jit(jax.grad(lambda p: jnp.sum(s.apply({**sv, "params": p}, x, train=False)[0])))(sv["params"])
   assert float(jnp.sum(jnp.abs(grads["layer1"]["layers_0"]["conv1"]["kernel_shift"]))) > 0
+  d = _qmodel(model, method="shift_direct", bits=3, exclude=r"conv1/kernel|fc/.*")
+  start = d.shift_latents_from(v["params"])  # the kernels are the latents: no leaves added
+  assert jax.tree.structure(start) == jax.tree.structure(plain)
+  direct = d.shift_values(start)["layer1/layers_0/conv1/kernel"]
+  assert np.all(shift.is_signed_power_of_two(direct))
+  k = d.model_params(start)["layer1"]["layers_0"]["conv1"]["kernel"]
+  np.testing.assert_allclose(k, shift.direct_kernel(start["layer1"]["layers_0"]["conv1"]["kernel"], 3))
