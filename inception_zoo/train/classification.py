@@ -56,7 +56,9 @@ def apply_gradients(state: TrainState, grads, loss, batch_stats, tx: optax.Gradi
   return keep_if_finite(jnp.isfinite(loss) & jnp.isfinite(grad_norm), new, state), grad_norm
 
 
-def make_train_step(model, tx, schedule, config):
+def make_train_step(model, tx, schedule, config,
+                    apply_kwargs: Optional[Callable[[TrainState], Dict[str, Any]]] = None):
+  """The supervised step; `apply_kwargs(state)` adds keyword arguments of `model.apply` (QAT's step)."""
   num_classes = model.num_classes
 
   def train_step(state: TrainState, batch):
@@ -68,7 +70,7 @@ def make_train_step(model, tx, schedule, config):
     def loss_fn(params):
       (logits, _), updates = model.apply(
           {"params": params, "batch_stats": state.batch_stats}, images, train=True,
-          mutable=["batch_stats"], rngs={"dropout": rng})
+          mutable=["batch_stats"], rngs={"dropout": rng}, **(apply_kwargs(state) if apply_kwargs else {}))
       loss = cross_entropy(logits, targets).mean()
       return loss, (logits, updates["batch_stats"])
 

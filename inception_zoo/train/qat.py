@@ -43,8 +43,7 @@ from flax import traverse_util
 
 from inception_zoo.errors import UserError
 from inception_zoo.quant import shift, uniform
-from inception_zoo.train import classification, mixup
-from inception_zoo.train.state import TrainState, step_rng
+from inception_zoo.train import classification
 
 METHODS = ("uniform", "denseshift", "shift_zero", "shift_direct")
 LATENT_METHODS = ("denseshift", "shift_zero")
@@ -181,25 +180,8 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int) -> Quantize
 
 def make_train_step(model: QuantizedModel, tx, schedule, config: ml_collections.ConfigDict):
   """The classification step with the quantised forward pass at the state's step."""
-  num_classes = model.num_classes
-
-  def train_step(state: TrainState, batch):
-    rng = step_rng(state)
-    images, targets = mixup.mix_batch(jax.random.fold_in(rng, 1), batch["image"], batch["label"],
-                                      num_classes, config.label_smoothing, config)
-
-    def loss_fn(params):
-      (logits, _), updates = model.apply(
-          {"params": params, "batch_stats": state.batch_stats}, images, train=True, step=state.step,
-          mutable=["batch_stats"], rngs={"dropout": rng})
-      return classification.cross_entropy(logits, targets).mean(), (logits, updates["batch_stats"])
-
-    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    new, grad_norm = classification.apply_gradients(state, grads, loss, batch_stats, tx, config)
-    return new, {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
-                 "grad_norm": grad_norm, "learning_rate": schedule(state.step)}
-
-  return train_step
+  return classification.make_train_step(model, tx, schedule, config,
+                                        apply_kwargs=lambda state: {"step": state.step})
 
 
 def summary(config, result: Dict[str, float], num_images: int, step: int) -> str:
