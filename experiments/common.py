@@ -1,5 +1,6 @@
-"""What the experiments' full ImageNet-1k settings share: the tfds loader, the preprocessing string
-built from each paper's choices, and the logging / evaluation / checkpoint cadence of a long run."""
+"""What the experiments' settings share: the CPU settings' embedded digits input, and for the full
+ImageNet-1k settings the tfds loader, the preprocessing string built from each paper's choices, and the
+logging / evaluation / checkpoint cadence of a long run."""
 import ml_collections
 
 
@@ -22,3 +23,13 @@ def imagenet(c: ml_collections.ConfigDict, *, size: int, eval_resize: int, batch
   c.log_every = 100
   c.eval_every = 10_000
   c.checkpoint_every = 5_000
+
+
+def digits(c: ml_collections.ConfigDict, *, size: int = 0, rgb: bool = True, batch_size: int = 64,
+           eval_batch_size: int = 120, num_threads: int = 2):
+  """The CPU settings' data: scikit-learn's 8x8 digits (1,437 train / 360 held-out images, shipped with
+  the package), as 3-channel images (`rgb`) resized to `size` (0: kept at 8x8), values in [-1, 1]."""
+  ops = (["gray_to_rgb"] if rgb else []) + ([f"resize({size})"] if size else []) + ["value_range(-1, 1)"]
+  c.input.update(data="digits", train_split="train", eval_split="test", batch_size=batch_size,
+                 eval_batch_size=eval_batch_size, pp_train="|".join(ops), pp_eval="|".join(ops),
+                 num_threads=num_threads)

@@ -14,7 +14,7 @@ import functools
 
 import ml_collections
 
-from experiments.common import imagenet
+from experiments.common import digits, imagenet
 from inception_zoo.errors import UserError
 from inception_zoo.main import run_experiment
 from inception_zoo.train import classification
@@ -33,9 +33,7 @@ def inception_config(model_name: str, arg: str | None) -> ml_collections.ConfigD
       end_lr_fraction=0.0))
   if arg == "runlocal":
     c.model = ml_collections.ConfigDict(dict(width=0.125, bn_momentum=0.9))
-    c.input.update(data="digits", train_split="train", eval_split="test", batch_size=64,
-                   eval_batch_size=120, pp_train="gray_to_rgb|resize(75)|value_range(-1, 1)",
-                   pp_eval="gray_to_rgb|resize(75)|value_range(-1, 1)", num_threads=2)
+    digits(c, size=75)
     c.total_steps = 400
     # At 1/8 width the stem's gradients start ~1000x the head's: two epochs of warm-up, and clipping
     # at 10 rather than the paper's 2.0, which would freeze the head for the whole short run.

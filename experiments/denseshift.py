@@ -49,6 +49,7 @@ from typing import Dict
 import ml_collections
 import numpy as np
 
+from experiments.common import digits
 from experiments.hawq import fp_config
 from inception_zoo import ckpt
 from inception_zoo.data import datasets
@@ -78,9 +79,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.name = "denseshift_digits"
     c.model_name = "resnet20"
     c.model = ml_collections.ConfigDict(dict(widths=(8, 16, 32)))
-    pp_digits = "gray_to_rgb|resize(16)|value_range(-1, 1)"
-    c.input.update(data="digits", train_split="train", eval_split="test", batch_size=32,
-                   eval_batch_size=360, pp_train=pp_digits, pp_eval=pp_digits, num_threads=2)
+    digits(c, size=16, batch_size=32, eval_batch_size=360)
     c.fp_steps = 200
     c.total_steps = 100
     c.schedule.base_lr = 0.01

@@ -52,6 +52,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from experiments.common import digits
 from inception_zoo import ckpt, hessian
 from inception_zoo.data import datasets, pipeline, pp
 from inception_zoo.errors import UserError
@@ -84,9 +85,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.name = "hawq_digits"
     c.model_name = "resnet20"
     c.model = ml_collections.ConfigDict(dict(widths=(8, 16, 32)))
-    pp_digits = "gray_to_rgb|resize(16)|value_range(-1, 1)"
-    c.input.update(data="digits", train_split="train", eval_split="test", batch_size=32,
-                   eval_batch_size=360, pp_train=pp_digits, pp_eval=pp_digits, num_threads=2)
+    digits(c, size=16, batch_size=32, eval_batch_size=360)
     c.fp_steps = 200
     c.total_steps = 40
     c.hawq.update(candidates=(1, 2, 3, 4, 8), budget_bits=2.0, hessian_batches=1, hessian_batch_size=32,

@@ -31,7 +31,7 @@ of batch 64 (7 epochs).
 """
 import ml_collections
 
-from experiments.common import imagenet
+from experiments.common import digits, imagenet
 from inception_zoo import sharding
 from inception_zoo.errors import UserError
 from inception_zoo.main import run_experiment
@@ -61,9 +61,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict(dict(
         img_size=32, depths=(1, 1, 2), embed_dims=(32, 64, 96), num_heads=(2, 4, 6),
         attention_heads=(1, 2, 3, 4), pool_sizes=(2, 2, 1), layer_scales=(0.0, 0.0, 1e-6)))
-    c.input.update(data="digits", train_split="train", eval_split="test", batch_size=64,
-                   eval_batch_size=120, pp_train="gray_to_rgb|resize(32)|value_range(-1, 1)",
-                   pp_eval="gray_to_rgb|resize(32)|value_range(-1, 1)", num_threads=2)
+    digits(c, size=32)
     c.total_steps = 150
     c.schedule.update(base_lr=2e-3, warmup_epochs=1.0, end_lr_fraction=0.0)
     c.log_every = 25

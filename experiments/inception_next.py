@@ -29,7 +29,7 @@ warm-up and cosine decay, 300 steps of batch 64 (13 epochs).
 """
 import ml_collections
 
-from experiments.common import imagenet
+from experiments.common import digits, imagenet
 from inception_zoo.errors import UserError
 from inception_zoo.main import run_experiment
 from inception_zoo.train import classification
@@ -51,9 +51,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if arg == "runlocal":
     c.name = c.model_name = "inception_next_atto"
     c.model = ml_collections.ConfigDict(dict(dims=(32, 64, 96, 128), depths=(1, 1, 1, 1)))
-    c.input.update(data="digits", train_split="train", eval_split="test", batch_size=64,
-                   eval_batch_size=120, pp_train="gray_to_rgb|resize(32)|value_range(-1, 1)",
-                   pp_eval="gray_to_rgb|resize(32)|value_range(-1, 1)", num_threads=2)
+    digits(c, size=32)
     c.total_steps = 300
     c.schedule.update(base_lr=2e-3, warmup_epochs=1.0, end_lr_fraction=0.0)
     c.log_every = 25

@@ -46,14 +46,10 @@ from typing import Dict
 
 import ml_collections
 
-from experiments.common import imagenet
+from experiments.common import digits, imagenet
 from inception_zoo.errors import UserError
 from inception_zoo.main import run_experiment
 from inception_zoo.train import classification, distill
-
-DIGITS = dict(data="digits", train_split="train", eval_split="test", batch_size=64, eval_batch_size=120,
-              pp_train="gray_to_rgb|value_range(-1, 1)", pp_eval="gray_to_rgb|value_range(-1, 1)",
-              num_threads=2)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -62,7 +58,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.name = "meal_v2_digits"
     c.model_name = "resnet20"
     c.model = ml_collections.ConfigDict(dict(depth=8, widths=(4, 8, 16)))
-    c.input.update(DIGITS)
+    digits(c)
     c.teachers = ml_collections.ConfigDict(dict(
         t0=distill.teacher("resnet20", depth=14, widths=(8, 16, 32)),
         t1=distill.teacher("resnet20", depth=14, widths=(8, 16, 32))))

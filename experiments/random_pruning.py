@@ -35,7 +35,7 @@ from typing import Dict
 import flax.linen as nn
 import ml_collections
 
-from experiments.common import imagenet
+from experiments.common import digits, imagenet
 from inception_zoo.errors import UserError
 from inception_zoo.main import run_experiment
 from inception_zoo.train import classification
@@ -73,8 +73,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model_name = "mlp"
     c.model = ml_collections.ConfigDict(dict(width=128, depth=2))
     c.widths = (8, 32, 128, 512)
-    c.input.update(data="digits", batch_size=64, eval_batch_size=360, pp_train="value_range(-1, 1)",
-                   pp_eval="value_range(-1, 1)", num_threads=1)
+    digits(c, rgb=False, eval_batch_size=360, num_threads=1)
     c.total_steps = 150
     c.optimizer.update(name="sgd", momentum=0.9, weight_decay=5e-4)
     c.schedule.update(name="cosine", base_lr=0.1)

@@ -37,7 +37,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from experiments.common import imagenet
+from experiments.common import digits, imagenet
 from inception_zoo import ckpt
 from inception_zoo.data import datasets, pipeline, pp
 from inception_zoo.errors import UserError
@@ -63,9 +63,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if arg == "runlocal":
     c.name = "sparse_mobilenet_digits"
     c.model = ml_collections.ConfigDict(dict(width=0.25, depth=0.34))
-    c.input.update(data="digits", batch_size=32, eval_batch_size=360,
-                   pp_train="gray_to_rgb|resize(32)|value_range(-1, 1)",
-                   pp_eval="gray_to_rgb|resize(32)|value_range(-1, 1)", num_threads=1)
+    digits(c, size=32, batch_size=32, eval_batch_size=360, num_threads=1)
     c.total_steps = 300
     c.sparsity.update(sparsity=0.8, begin_step=30, end_step=150, frequency=10)
     c.optimizer.update(name="sgd", momentum=0.9, weight_decay=5e-5)

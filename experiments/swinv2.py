@@ -29,7 +29,7 @@ head) with 4x4 windows: stage 1's 8x8 tokens alternate plain and shifted windows
 """
 import ml_collections
 
-from experiments.common import imagenet
+from experiments.common import digits, imagenet
 from inception_zoo import sharding
 from inception_zoo.errors import UserError
 from inception_zoo.main import run_experiment
@@ -58,9 +58,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model_name = "swinv2_tiny_window8_256"
     c.model = ml_collections.ConfigDict(dict(img_size=32, patch_size=4, window_size=4, embed_dim=48,
                                              depths=(2, 2), num_heads=(3, 6)))
-    c.input.update(data="digits", train_split="train", eval_split="test", batch_size=64,
-                   eval_batch_size=120, pp_train="gray_to_rgb|resize(32)|value_range(-1, 1)",
-                   pp_eval="gray_to_rgb|resize(32)|value_range(-1, 1)", num_threads=2)
+    digits(c, size=32)
     c.total_steps = 200
     c.schedule.update(base_lr=2e-3, warmup_epochs=1.0, end_lr_fraction=0.0)
     c.log_every = 25

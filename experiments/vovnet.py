@@ -23,7 +23,7 @@ steps 200 and 400 of the schedule, so once) after a short warm-up.
 """
 import ml_collections
 
-from experiments.common import imagenet
+from experiments.common import digits, imagenet
 from inception_zoo.errors import UserError
 from inception_zoo.main import run_experiment
 from inception_zoo.train import classification
@@ -44,9 +44,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.name = c.model_name = "vovnet39a"
     c.model = ml_collections.ConfigDict(dict(stem_chs=(8, 8, 16), stage_conv_chs=(16, 20, 24, 28),
                                              stage_out_chs=(32, 64, 96, 128)))
-    c.input.update(data="digits", train_split="train", eval_split="test", batch_size=64,
-                   eval_batch_size=120, pp_train="gray_to_rgb|resize(32)|value_range(-1, 1)",
-                   pp_eval="gray_to_rgb|resize(32)|value_range(-1, 1)", num_threads=2)
+    digits(c, size=32)
     c.total_steps = 300
     c.schedule.update(warmup_epochs=1.0, decay_epochs=9.0)
     c.log_every = 25
