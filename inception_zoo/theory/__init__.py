@@ -1,0 +1,1 @@
+"""Small theory papers: models, estimators and closed-form predictions checked by simulation."""
