@@ -127,7 +127,7 @@ def test_bad_input_is_a_user_error():
     nd.ntk_predict(jnp.ones((4, 3)), jnp.ones(4), jnp.ones((2, 3)), nd.relu_dual(), 3)
   with jax.enable_x64(True), pytest.raises(UserError, match="underflows"):
     x = jnp.eye(3)
-    nd.ntk_predict(x, jnp.ones(3), x[:1] * 0.6 + x[1:2] * 0.8, nd.hermite_dual(nd.consistent_activation(4)), 300)
+    nd.ntk_predict(x, jnp.ones(3), x[:1] * 0.6 + x[1:2] * 0.8, nd.hermite_dual(nd.consistent_activation(4)), 200)
   with pytest.raises(UserError, match="unknown setting"):
     wide_deep_ntk.get_config("gpu")
 

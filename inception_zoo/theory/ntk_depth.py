@@ -31,7 +31,7 @@ a_1^2 = g'(0) and rho = g'(1). This is our reading of the paper's theorem, deriv
     "other").
 """
 import math
-from typing import Callable, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, NamedTuple, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -70,8 +70,8 @@ def hermite_dual(coeffs: Sequence[float], name: str = "hermite") -> Dual:
   if c2.ndim != 1 or not c2.size or abs(c2.sum() - 1.0) > 1e-6:
     raise UserError(f"Hermite coefficients must have squares summing to 1 (E[phi(z)^2] = 1), got "
                     f"{c2.sum():.6g}")
-  powers = jnp.asarray(c2)
-  slopes = jnp.asarray(c2[1:] * np.arange(1, c2.size))
+  # numpy float64 constants take the dtype of xi at call time (float64 under jax.enable_x64).
+  powers, slopes = c2, c2[1:] * np.arange(1, c2.size)
   return Dual(name, lambda xi: jnp.polyval(powers[::-1], xi),
               lambda xi: jnp.polyval(slopes[::-1], xi) if slopes.size else jnp.zeros_like(xi))
 
@@ -86,8 +86,8 @@ def hermite_basis(x, num: int):
 
 def hermite_activation(coeffs: Sequence[float]) -> ArrayFn:
   """phi(x) = sum_k coeffs[k] h_k(x): a polynomial activation with dual `hermite_dual(coeffs)`."""
-  c = jnp.asarray(coeffs, jnp.float32)
-  return lambda x: hermite_basis(x, c.size) @ c.astype(x.dtype)
+  c = np.asarray(coeffs, np.float64)
+  return lambda x: hermite_basis(x, c.size) @ jnp.asarray(c, x.dtype)
 
 
 def hermite_coefficients(fn: ArrayFn, num: int = 40, nodes: int = 160) -> np.ndarray:
@@ -119,9 +119,13 @@ def _check_xi(xi):
   xi = jnp.asarray(xi)
   if not jnp.issubdtype(xi.dtype, jnp.floating):
     raise UserError(f"inner products must be floating point, got {xi.dtype}")
-  # Rounding puts <x, x> a few ulps above 1, where g^L diverges when rho > 1 (1 is then a repelling
-  # fixed point).
   return jnp.clip(xi, -1.0, 1.0)
+
+
+def _next_sigma(dual: Dual, sigma):
+  # Rounding puts <x, x> or g(1) a few ulps above 1, where g^L diverges when rho > 1 (1 is then a
+  # repelling fixed point); Sigma is a correlation, in [-1, 1].
+  return jnp.clip(dual.g(sigma), -1.0, 1.0)
 
 
 def ntk(xi, dual: Dual, depth: int) -> Tuple[jax.Array, jax.Array]:
@@ -132,7 +136,7 @@ def ntk(xi, dual: Dual, depth: int) -> Tuple[jax.Array, jax.Array]:
 
   def layer(carry, _):
     sigma, theta = carry
-    new_sigma = dual.g(sigma)
+    new_sigma = _next_sigma(dual, sigma)
     return (new_sigma, theta * dual.dg(sigma) + new_sigma), None
   (sigma, theta), _ = jax.lax.scan(layer, (xi, xi), None, length=depth)
   return sigma, theta
@@ -148,7 +152,7 @@ def normalized_ntk(xi, dual: Dual, depth: int) -> jax.Array:
 
   def layer(carry, _):
     sigma, theta, inv_scale = carry  # theta = Theta^(l) / Theta^(l)(1), inv_scale = 1 / Theta^(l)(1)
-    new_sigma = dual.g(sigma)
+    new_sigma = _next_sigma(dual, sigma)
     grown = theta * dual.dg(sigma) + new_sigma * inv_scale  # Theta^(l+1) / Theta^(l)(1)
     return (new_sigma, grown / grown[-1], inv_scale / grown[-1]), None
   (_, theta, _), _ = jax.lax.scan(layer, (flat, flat, jnp.ones((), xi.dtype)), None, length=depth)
@@ -190,7 +194,7 @@ def singular_kernel(xi, dual: Dual, iterations: int = 200) -> jax.Array:
   xi = _check_xi(xi)
 
   def step(s, _):
-    return dual.g(s), None
+    return _next_sigma(dual, s), None
   s, _ = jax.lax.scan(step, xi, None, length=iterations)
   # g^L(xi) / a_1^(2L) in logs: a_1^(2L) itself underflows long before g^L(xi) does in float64.
   log_h = jnp.log(jnp.abs(s)) - iterations * math.log(lim.a1_sq)
