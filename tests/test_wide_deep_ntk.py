@@ -90,6 +90,13 @@ def test_normalized_ntk_and_taxonomy():
     lim = nd.taxonomy(sing)
     assert lim.kind == "singular" and abs(lim.alpha - 2) < 1e-9 and abs(lim.a1_sq - 1 / 3) < 1e-9
     assert nd.taxonomy(nd.hermite_dual([0, 0, 0.6, 0.8])).kind == "nearest_neighbour"
+    # a_0 != 0 with rho = 1.8 > 1 is a majority vote too (the diagonal outgrows a bounded off-diagonal).
+    other_vote = nd.hermite_dual([0.1 ** 0.5, 0, 0.9 ** 0.5])
+    assert nd.taxonomy(other_vote).kind == "majority_vote"
+    x = jax.random.normal(jax.random.key(1), (70, 3))
+    x = x / jnp.linalg.norm(x, axis=1, keepdims=True)
+    y = jnp.where(x[:20, 0] > 0.3, 1.0, -1.0)
+    assert np.all(np.asarray(nd.ntk_predict(x[:20], y, x[20:], other_vote, 300)) == np.sign(y.sum()))
     assert nd.taxonomy(nd.hermite_dual([0.6 ** 0.5, 0.2 ** 0.5, 0.2 ** 0.5])).kind == "other"  # rho = 0.6
     with pytest.raises(UserError, match="linear"):
       nd.taxonomy(nd.hermite_dual([0, 1.0]))
@@ -128,6 +135,9 @@ def test_bad_input_is_a_user_error():
   with jax.enable_x64(True), pytest.raises(UserError, match="underflows"):
     x = jnp.eye(3)
     nd.ntk_predict(x, jnp.ones(3), x[:1] * 0.6 + x[1:2] * 0.8, nd.hermite_dual(nd.consistent_activation(4)), 200)
+  with jax.enable_x64(True), pytest.raises(UserError, match="singular"):  # rho = 0.6: every entry -> 1
+    x = jnp.eye(3)
+    nd.ntk_predict(x, jnp.ones(3), x[:1], nd.hermite_dual([0.6 ** 0.5, 0.2 ** 0.5, 0.2 ** 0.5]), 100)
   with pytest.raises(UserError, match="unknown setting"):
     wide_deep_ntk.get_config("gpu")
 

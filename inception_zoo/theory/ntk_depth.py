@@ -15,14 +15,16 @@ The taxonomy of the L -> infinity classifiers is read off three numbers of the d
 a_1^2 = g'(0) and rho = g'(1). This is our reading of the paper's theorem, derived from the recursion
 (the paper's own statement was not available to us):
   * a_0 != 0, rho >= 1 (ReLU: a_0^2 = 1/pi, rho = 1): every off-diagonal entry of the normalised kernel
-    Theta^(L) / Theta^(L)(1) tends to one constant c < 1 (1/4 for ReLU, 0 when rho > 1), so the
-    interpolant tends to c * sum_i y_i everywhere off the data: majority vote.
+    Theta^(L) / Theta^(L)(1) tends to one constant (1/4 for ReLU); when rho > 1 the off-diagonal entries
+    tend to one finite constant while the diagonal grows like rho^L. Either way the interpolant tends to a
+    positive multiple of sum_i y_i everywhere off the data: majority vote.
   * a_0 = 0, a_1 = 0: Sigma^(L) falls super-exponentially (like xi^(k^L)), the nearest training point
     outweighs all others: 1-nearest neighbour.
   * a_0 = 0, 0 < a_1^2 < 1 (so rho > 1): Theta^(L)(xi) / (L a_1^(2L)) -> h(xi), the Koenigs function of g
     at its fixed point 0 (h(g(xi)) = a_1^2 h(xi), h'(0) = 1), and the classifier is the kernel vote
     sign(sum_i h(<x, x_i>) y_i). h blows up at xi = 1 like ||x - x'||^-alpha, alpha = 2 ln(1/a_1^2) / ln rho:
-    a singular kernel classifier. With alpha equal to the data's intrinsic dimension d (data on S^d) this
+    a singular kernel classifier. At finite depth the kernel is about h(xi) (L + O(1 / (1 - xi))), so
+    the limit needs L >> 1 / (1 - xi) for the nearest training points. With alpha equal to the data's intrinsic dimension d (data on S^d) this
     is Devroye, Gyorfi and Krzyzak's Hilbert kernel rule, which is consistent: the paper's optimal
     networks. `consistent_activation` builds one from two Hermite terms (our choice of family:
     phi = a_1 h_1 + a_k h_k with k even; for d = 2, k = 4 gives a_1^2 = 1/3, rho = 3, alpha = 2 exactly).
@@ -70,6 +72,7 @@ def hermite_dual(coeffs: Sequence[float], name: str = "hermite") -> Dual:
   if c2.ndim != 1 or not c2.size or abs(c2.sum() - 1.0) > 1e-6:
     raise UserError(f"Hermite coefficients must have squares summing to 1 (E[phi(z)^2] = 1), got "
                     f"{c2.sum():.6g}")
+  c2 = c2 / c2.sum()  # g(1) = 1 to the ulp
   # numpy float64 constants take the dtype of xi at call time (float64 under jax.enable_x64).
   powers, slopes = c2, c2[1:] * np.arange(1, c2.size)
   return Dual(name, lambda xi: jnp.polyval(powers[::-1], xi),
@@ -123,9 +126,9 @@ def _check_xi(xi):
 
 
 def _next_sigma(dual: Dual, sigma):
-  # Rounding puts <x, x> or g(1) a few ulps above 1, where g^L diverges when rho > 1 (1 is then a
-  # repelling fixed point); Sigma is a correlation, in [-1, 1].
-  return jnp.clip(dual.g(sigma), -1.0, 1.0)
+  # g(1) = 1 exactly, and Sigma is a correlation in [-1, 1]: when rho > 1 the fixed point 1 repels, so
+  # the ulp by which a rounded g(1) misses 1 would grow like rho^L and carry <x, x> away from 1.
+  return jnp.where(sigma >= 1.0, 1.0, jnp.clip(dual.g(sigma), -1.0, 1.0))
 
 
 def ntk(xi, dual: Dual, depth: int) -> Tuple[jax.Array, jax.Array]:
@@ -229,14 +232,9 @@ def _check_sphere(*xs):
                       f"got shape {x.shape}")
 
 
-def kernel_predict(k_train, k_test, y) -> jax.Array:
-  """Labels in {-1, +1} (0 = tie) of the kernel interpolant sign(k_test k_train^-1 y)."""
-  return jnp.sign(k_test @ jnp.linalg.solve(k_train, y))
-
-
 def ntk_predict(x_train, y_train, x_test, dual: Dual, depth: int) -> jax.Array:
-  """The depth-`depth` NTK classifier (gradient descent to convergence on the square loss, infinite width)
-  on unit-norm inputs, labels in {-1, +1}."""
+  """The depth-`depth` NTK classifier sign(Theta(x, X) Theta(X, X)^-1 y) (gradient descent to convergence
+  on the square loss, infinite width) on unit-norm inputs, labels in {-1, +1} (0 = tie)."""
   _check_sphere(x_train, x_test)
   n = x_train.shape[0]
   # <x_i, x_i> exactly 1: a few ulps below 1 is a distinct point to a deep kernel with rho > 1.
@@ -245,7 +243,11 @@ def ntk_predict(x_train, y_train, x_test, dual: Dual, depth: int) -> jax.Array:
   if bool(jnp.any(jnp.all(k[n:] == 0, axis=1))):
     raise UserError(f"at depth {depth} the '{dual.name}' kernel underflows float64 off the diagonal (it "
                     f"falls like (a_1^2 / rho)^L); use a smaller depth or limit_predict")
-  return kernel_predict(k[:n], k[n:], y_train)
+  f = k[n:] @ jnp.linalg.solve(k[:n], y_train)
+  if not bool(jnp.all(jnp.isfinite(f))):
+    raise UserError(f"at depth {depth} the '{dual.name}' kernel matrix is singular in float64 (its entries "
+                    f"agree to the last digit); use a smaller depth")
+  return jnp.sign(f)
 
 
 def limit_predict(x_train, y_train, x_test, dual: Dual, iterations: int = 200) -> jax.Array:
