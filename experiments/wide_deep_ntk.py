@@ -14,9 +14,10 @@ on the cap x_0 > 0.3 and 0.1 elsewhere, so the Bayes error is exactly 0.1 (a 1-N
      while 1-NN stays above it (near 0.18) and majority vote at 0.38; a more singular kernel (alpha = 2d)
      sits in between. Plot: error vs n per activation with the Bayes line, WORKDIR/wide_deep_ntk.png.
   python -m experiments.wide_deep_ntk --config=runlocal --workdir=workdirs/wide_deep_ntk
-CPU time here: about 15 s of CPU (12 s wall; 28-40 s while other jobs shared the 2 cores). Measured (S^2, 1,000 test
-points, mean of 2 draws per n): agreement of the finite-depth NTK classifier with its predicted limit on
-100 training points: ReLU vs majority vote 0.713 / 0.664 / 0.741 / 0.993 at depth 1 / 10 / 100 / 1000;
+CPU time here: about 15 s of CPU (12 s wall; 28-40 s while other jobs shared the 2 cores). Measured
+(S^2, 1,000 test points, mean of 2 draws per n): agreement of the finite-depth NTK classifier with its
+predicted limit on 100 training points: ReLU vs majority vote 0.713 / 0.664 / 0.741 / 0.993 at depth
+1 / 10 / 100 / 1000;
 a_2 h_2 + a_3 h_3 vs 1-NN 0.529 / 0.98 / 1.0 at depth 2 / 4 / 8; alpha = 2 vs its singular limit 0.977 /
 0.989 / 0.995 at depth 10 / 100 / 300 (the limits themselves equal DummyClassifier / 1-NN on every point).
 Test error at n = 100 / 300 / 1000 / 3000: alpha = d = 2 0.148 / 0.137 / 0.116 / 0.117 (Bayes 0.1),
