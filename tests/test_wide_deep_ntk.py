@@ -121,6 +121,11 @@ def test_singular_limit_is_koenigs_function_with_power_alpha():
       ratio = (t / np.asarray(h)) / (t[2] / float(h[2]))
       errs.append(np.max(np.abs(ratio - 1)))
     assert errs[1] < 0.4 * errs[0], errs
+    x = jax.random.normal(jax.random.key(2), (50, 3))
+    x = x / jnp.linalg.norm(x, axis=1, keepdims=True)
+    y = jnp.where(x[:20, 0] > 0, 1.0, -1.0)
+    whole = nd.limit_predict(x[:20], y, x[20:], d, iterations=60)
+    np.testing.assert_array_equal(nd.limit_predict(x[:20], y, x[20:], d, iterations=60, chunk=15), whole)
 
 
 def test_bad_input_is_a_user_error():
@@ -134,7 +139,8 @@ def test_bad_input_is_a_user_error():
     nd.ntk_predict(jnp.ones((4, 3)), jnp.ones(4), jnp.ones((2, 3)), nd.relu_dual(), 3)
   with jax.enable_x64(True), pytest.raises(UserError, match="underflows"):
     x = jnp.eye(3)
-    nd.ntk_predict(x, jnp.ones(3), x[:1] * 0.6 + x[1:2] * 0.8, nd.hermite_dual(nd.consistent_activation(4)), 200)
+    alpha4 = nd.hermite_dual(nd.consistent_activation(4))
+    nd.ntk_predict(x, jnp.ones(3), x[:1] * 0.6 + x[1:2] * 0.8, alpha4, 200)
   with jax.enable_x64(True), pytest.raises(UserError, match="singular"):  # rho = 0.6: every entry -> 1
     x = jnp.eye(3)
     nd.ntk_predict(x, jnp.ones(3), x[:1], nd.hermite_dual([0.6 ** 0.5, 0.2 ** 0.5, 0.2 ** 0.5]), 100)
