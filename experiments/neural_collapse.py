@@ -17,14 +17,18 @@ deep linear unconstrained-features model (free features + M linear layers, weigh
   python -m experiments.neural_collapse --config=runlocal --workdir=workdirs/neural_collapse
 Figures: WORKDIR/nc_ufm_layers.png (NC1 / NC2 per layer, three UFM runs) and WORKDIR/nc_digits.png (NC1 of
 each layer over training). CPU time measured here: about 20 s on 2 shared cores.
-Measured here (runlocal): see the numbers next to the asserts in tests/test_neural_collapse.py.
+Measured here (runlocal): balanced MSE + bias NC1 < 1e-10, NC2 <= 4e-5, NC3 3e-4 at every layer;
+imbalanced bias-free MSE: orthogonal class means (NC2 to the closed-form frame <= 3e-4), classifier and
+class-mean norms within 0.05% of the closed form (classifier 2.17 / 1.93 / 1.77 / 1.61, last-layer means
+0.457 / 0.509 / 0.551 / 0.592 for n = 500 / 200 / 100 / 50); digits: NC1 1.21 -> 0.048 / 0.023 / 0.019
+(head layers 1-3), training accuracy 0.9994.
 
 Data: generated (the UFM's features are free parameters) and scikit-learn's 8x8 digits (all 1,797 images,
 the paper's training-set collapse; no held-out split is needed for the claim).
 CPU setting: K = 4 classes, d = 16, M = 3 linear layers, 50 samples per class (balanced) and
-n = (500, 200, 100, 50) (imbalanced); Adam on the full batch (the paper runs gradient descent; Adam
+n = (500, 200, 100, 50) (imbalanced); 1,500 full-batch Adam steps (the paper runs gradient descent; Adam
 reaches the same minimiser faster here), weight decay 1e-3 on every layer and on the features. Digits:
-MLP 64-128-64 (ReLU) + 3 linear layers of width 64, MSE, weight decay 1e-4, 600 full-batch Adam steps.
+MLP 64-128-64 (ReLU) + 3 linear layers of width 64, MSE, weight decay 1e-4, 400 full-batch Adam steps.
 Full setting (config None): the paper's practical runs, MNIST / CIFAR-10 features from an MLP / ResNet18
 backbone with deep linear heads of depth 1-9 (see the paper's Sec. 5; not run here: those need a GPU
 image trainer and take hours), recorded in the config as dataset / backbone / head depths.
@@ -52,9 +56,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.seed = 0
   c.ufm = ml_collections.ConfigDict(dict(
       num_classes=4, dim=16, depth=3, per_class=50, imbalanced=(500, 200, 100, 50), lambda_w=1e-3,
-      lambda_h=1e-3, lr=0.01, steps=3000))
+      lambda_h=1e-3, lr=0.02, steps=1500))
   c.digits = ml_collections.ConfigDict(dict(hidden=(128, 64), depth=3, loss="mse", lambda_w=1e-4, lr=3e-3,
-                                            total_steps=600, log_every=50))
+                                            total_steps=400, log_every=50))
   if arg == "runlocal":
     c.full = ml_collections.ConfigDict()
     return c

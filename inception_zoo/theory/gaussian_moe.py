@@ -22,8 +22,10 @@ The temperature gate's density depends on (beta1, beta0, tau) only through (beta
 paper's PDE d u / d tau = -(beta1 . d u / d beta1 + beta0 d u / d beta0) / tau is this flat direction,
 along which the likelihood cannot pull an estimate back; the activation gate breaks it.
 
-`fit_mle` maximises the likelihood with `inception_zoo.train.fullbatch.fit` (Adam), vmapped over a
-batch of fits (sample sizes padded to one array with per-point weights, repetitions, restarts).
+`fit_mle` maximises the likelihood with `inception_zoo.train.fullbatch.fit` (Adam) for a batch of
+independent fits at once (sample sizes x repetitions, their samples concatenated with a fit index, so one
+compiled step serves every n). The fits start from given points (the experiment starts them near the truth,
+as the authors' earlier EM code does); restarts are extra fits of the batch.
 """
 from typing import Dict, Tuple
 
@@ -113,6 +115,10 @@ def _constrained(free: Params) -> Params:
           "a": free["a"], "b": free["b"], "nu": jnp.exp(free["log_nu"])}
 
 
+def _constrained_batch(free: Params) -> Params:
+  return jax.vmap(_constrained)(free)
+
+
 def fit_mle(init: Params, x: jax.Array, y: jax.Array, fit_index: jax.Array, gate: str, *, steps: int,
             lr: float) -> Tuple[Params, jax.Array]:
   """Maximum likelihood for B independent fits at once, their samples concatenated.
@@ -140,6 +146,3 @@ def fit_mle(init: Params, x: jax.Array, y: jax.Array, fit_index: jax.Array, gate
   free, _ = fit(lambda p, _: nll(p)[0], jax.vmap(_free)(init), tx, steps, log_every=steps)
   return _constrained_batch(free), nll(free)[1]
 
-
-def _constrained_batch(free: Params) -> Params:
-  return jax.vmap(_constrained)(free)
