@@ -179,12 +179,13 @@ def plot(config, result: Dict[str, float], rows, workdir: str):
   fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
   for name in ("balanced_mse_bias", "balanced_ce", "imbalanced_mse"):
     for ax, metric in zip(axes, ("nc1", "nc2")):
-      ax.semilogy(list(layers), [max(result[f"{name}/{metric}/layer{m}"], 1e-12) for m in layers], "o-",
-                  label=name)
+      ax.semilogy(list(layers), [max(result[f"{name}/{metric}/layer{m}"], 1e-16) for m in layers], "o-",
+                  label=name + (" (rank 2)" if name == "balanced_ce" else ""))
   axes[0].set_title("NC1 per layer (UFM)")
   axes[1].set_title("NC2 per layer (ETF / orthogonal frame)")
   for ax in axes:
     ax.set_xlabel("linear layer")
+    ax.set_xticks(list(layers))
     ax.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(os.path.join(workdir, "nc_ufm_layers.png"), dpi=100)
