@@ -97,7 +97,8 @@ def mini_imagenet(root: str, split: str, size: int = 84) -> Tuple[np.ndarray, np
   from PIL import Image
   folder = os.path.join(root, split)
   if not os.path.isdir(folder):
-    raise UserError(f"mini-ImageNet split folder '{folder}' not found (expected <root>/<split>/<class>/*.jpg)")
+    raise UserError(f"mini-ImageNet split folder '{folder}' not found "
+                    f"(expected <root>/<split>/<class>/*.jpg)")
   classes = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
   images, labels = [], []
   for i, name in enumerate(classes):

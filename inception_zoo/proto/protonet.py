@@ -48,7 +48,8 @@ class MLPEmbedding(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
     del train
-    return nn.Dense(self.dim, name="fc1")(nn.relu(nn.Dense(self.width, name="fc0")(x.reshape(x.shape[0], -1))))
+    h = nn.relu(nn.Dense(self.width, name="fc0")(x.reshape(x.shape[0], -1)))
+    return nn.Dense(self.dim, name="fc1")(h)
 
 
 class SoftmaxClassifier(nn.Module):
