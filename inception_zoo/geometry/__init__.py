@@ -1,0 +1,1 @@
+"""Non-Euclidean geometry for networks: the Poincare ball (poincare.py)."""
