@@ -8,7 +8,11 @@ embeddings); (2) the prototypical network does not forget the base classes while
 fine-tuned on the new classes does (asserted in the claim test), and a replay-buffer continual learner
 sits in between. Plot of old / new / all-class accuracy per method in WORKDIR/federated_recon.png.
   python -m experiments.federated_recon --config=runlocal --workdir=workdirs/federated_recon
-CPU time here: see tests/test_federated_recon.py's claim test for the measured numbers and time.
+CPU time here: 14 s of CPU (20-45 s wall on 2 shared cores). Measured on the 360 held-out digits
+(old = classes 0-4, new = 5-9), accuracy old / new / all: ProtoNet merged 0.961 / 0.783 / 0.872, equal
+to centralised (merge error 4e-16, no prediction differing from NearestCentroid; 0.994 on old before
+the new classes); softmax fine-tuned 0.000 / 0.956 / 0.478 (0.983 on old before); with replay
+0.606 / 0.922 / 0.764. The clients send 520 floats (8 class prototypes of 64 + their counts).
 
 CPU setting (`runlocal`): scikit-learn's 8x8 digits (sklearn load_digits through
 `inception_zoo.data.datasets.digits`: 1,437 train / 360 test), pixels in [0, 1]. The embedding is an
