@@ -34,14 +34,14 @@ backbone with deep linear heads of depth 1-9 (see the paper's Sec. 5; not run he
 image trainer and take hours), recorded in the config as dataset / backbone / head depths.
 """
 import os
-from typing import Dict
+from typing import Dict, List, Tuple
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import flax.linen as nn
 
 from inception_zoo.errors import UserError
 from inception_zoo.main import run_experiment
@@ -133,7 +133,8 @@ class DigitsNet(nn.Module):
     return ncl.DeepLinearHead(num_classes=10, width=self.hidden[-1], depth=self.depth, name="head")(x)
 
 
-def run_digits(config, workdir: str) -> Dict[str, float]:
+def run_digits(config, workdir: str) -> Tuple[Dict[str, float], List[dict]]:
+  """Trains the digits network; returns the initial / final NC1 and accuracy, and the logged rows."""
   from sklearn.datasets import load_digits
   c = config.digits
   data = load_digits()
