@@ -13,7 +13,7 @@ ratio measures this stack. Measured here (2 x86 cores shared with other jobs, it
 0.8x / 1.3x / 1.3x / 1.3x / 1.6x at 1k / 5k / 10k / 25k / 55k vertices (MLP 54 ms, HGNN 85 ms at
 55k), far from the paper's 100x: on this CPU the two `segment_sum` smoothings over 221k incidence
 pairs cost about as much as the student's wider (128 vs 32) dense layers, so dropping the
-hypergraph saves little; the paper's gap comes from its GPU sparse-matrix HGNN against a dense MLP.
+hypergraph saves little (the paper times dhg's sparse-matrix HGNN against the MLP on GPU).
 The claim that survives is the other half: the student needs no hypergraph at inference.
 """
 import argparse
