@@ -1,7 +1,6 @@
 """SNNK (paper 8): random-feature maps against closed forms and brute force, layer shapes and parameter
 counts, the bundled network's explicit solution against scikit-learn's ridge, and the paper's claims from
 the experiment's CPU setting."""
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -93,20 +92,22 @@ def test_bad_input_is_a_one_line_error():
 
 
 def test_snnk_claims(tmp_path):
-  # Sehanobish et al. 2024. Measured: see the experiment's docstring.
+  # Sehanobish et al. 2024, from the experiment's CPU setting run in full.
   r = experiment.main(["--config=runlocal", f"--workdir={tmp_path}"])
-  # (a) Monte Carlo error ~ m^-1/2 (Sec. 5.1). Measured slopes -0.49 (ReLU), -0.50 (cos).
+  # (a) Monte Carlo error ~ m^-1/2. Measured slopes -0.50 (ReLU), -0.51 (cos); errors at
+  # m = 16 / 4096: 0.040 / 0.0026 (ReLU), 0.17 / 0.010 (cos).
   for kind in ("relu", "cos"):
     assert -0.6 < r[f"kernel/{kind}/slope"] < -0.4, r
     assert r[f"kernel/{kind}/error_m4096"] < r[f"kernel/{kind}/error_m16"] / 10
   # (b) The fully bundled network's explicit solution needs no backprop and matches Adam on held-out MSE
-  # (Sec. 4). Measured 0.483 vs 0.483 (standardised target; the mean predictor scores about 1).
+  # Measured 0.479 vs 0.479, train 0.4088 both (standardised target; the mean predictor scores ~1).
   assert r["bundle/closed_form/test_mse"] <= r["bundle/gd/test_mse"] + 0.005, r
   assert r["bundle/closed_form/train_mse"] <= r["bundle/gd/train_mse"] + 1e-4, r
   assert r["bundle/closed_form/test_mse"] < 0.6, r
   # (c) SNNK adapters: several times fewer trainable adapter parameters than a bottleneck adapter at
-  # comparable accuracy (Sec. 5.3: up to 5x). Measured: see the docstring.
-  assert r["adapter/param_reduction"] > 3, r
-  assert r["adapter/snnk/top1"] > r["adapter/bottleneck/top1"] - 0.02, r
-  assert r["adapter/snnk/top1"] > r["adapter/head/top1"], r
+  # comparable accuracy (the paper: up to 5x). Measured 8,448 vs 33,152 adapter parameters (3.9x);
+  # top-1 on 720 held-out digits 5-9: SNNK 0.961, bottleneck 0.972, head only 0.936 (one image = 0.0014).
+  assert r["adapter/param_reduction"] > 3.5, r
+  assert r["adapter/snnk/top1"] > r["adapter/bottleneck/top1"] - 0.025, r
+  assert r["adapter/snnk/top1"] > r["adapter/head/top1"] + 0.01, r
   assert (tmp_path / "snnk.png").exists() and (tmp_path / "metrics.jsonl").exists()

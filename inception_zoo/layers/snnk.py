@@ -29,12 +29,13 @@ an ordinary initial W, or of a pretrained one), and G is fixed by a seed. The SN
 Psi (m x d) and modulating vector s (d, zero-initialised: the adapter starts as the identity) are its
 only parameters, m d + d against a bottleneck adapter's 2 d r + r + d.
 
-Fully bundled network (paper Sec. 4): when every layer of a network is linear in its input's random
+Fully bundled network (the paper's neural network bundling): when every layer of a network is linear in its input's random
 features, the whole network is y = Phi(x) Psi for one parameter matrix Psi; for the mean squared error
 the optimal Psi has an explicit formula, the (ridge) least-squares solution on the feature matrix, so it
 is fitted without backpropagation (`bundled_fit`). Our reading: the bundled network's parameters are
 taken directly as Psi (the paper's bundling composes per-layer Psi's into it).
 """
+import functools
 from typing import Optional
 
 import flax.linen as nn
@@ -91,8 +92,13 @@ def draw(key, kind: str, num_random_features: int, dim: int, *, orthogonal: bool
     raise UserError(f"unknown SNNK kind '{kind}' ({', '.join(KINDS)})")
   if num_random_features < 1 or dim < 1:
     raise UserError(f"SNNK needs num_random_features >= 1 and dim >= 1, got {num_random_features}, {dim}")
+  return _draw(key, kind, num_random_features, dim, orthogonal)
+
+
+# One compiled draw per shape: drawn eagerly op by op (as a layer does at trace time), each op compiles.
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
+def _draw(key, kind: str, m: int, dim: int, orthogonal: bool) -> RandomFeatures:
   kg, km = jax.random.split(key)
-  m = num_random_features
   g = orthogonal_gaussian(kg, m, dim) if orthogonal else jax.random.normal(kg, (m, dim))
   a, c = _MIXTURES[kind](km, m) if kind != "relu" else (jnp.zeros((m,)), jnp.zeros((m,)))
   return RandomFeatures(g, a.astype(jnp.complex64), c.astype(jnp.complex64), kind)
