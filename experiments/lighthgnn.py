@@ -21,7 +21,8 @@ hyperedge reliability 0.92).
 
 Full setting (default config): the same recipe at the paper's synthetic scale, 5 classes x 1,000
 vertices and 5,000 hyperedges, 20 labels per class and 100 per class validation (the official
-num_train 20 / num_val 100). The paper's real datasets (co-citation / co-authorship hypergraphs, News20,
+num_train 20 / num_val 100); measured here (19 s of CPU): MLP 0.725, HGNN 0.970, LightHGNN 0.967,
+LightHGNN+ 0.965. The paper's real datasets (co-citation / co-authorship hypergraphs, News20,
 IMDB, DBLP) are not bundled; the official code keeps the epoch of best validation accuracy, here a
 fixed number of steps.
 """
