@@ -79,7 +79,7 @@ def test_distillation_terms():
 
 def test_distilled_mlps_approach_the_hgnn(tmp_path):
   # Feng et al. 2024, Table 2: MLPs distilled from an HGNN (LightHGNN, LightHGNN+) beat a plain MLP
-  # by a wide margin and come close to the teacher. Hypergraph SBM, 5 labels per class, 475 test
+  # by a wide margin and come close to the teacher. Hypergraph SBM, 5 labels per class, 425 test
   # vertices (one vertex = 0.002). Measured: MLP 0.569, HGNN 0.946, LightHGNN 0.944, LightHGNN+ 0.946.
   r = experiment.main(["--config=runlocal", f"--workdir={tmp_path}"])
   assert r["hgnn"] > r["mlp"] + 0.2, r
