@@ -50,7 +50,7 @@ from inception_zoo.errors import UserError
 _MIXTURES = {
     "exp": lambda key, m: (jnp.ones((m,)), jnp.ones((m,))),
     "cos": lambda key, m: (1j * _signs(key, m), jnp.ones((m,))),
-    # sin z = (e^{iz} - e^{-iz}) / (2i): sign s with probability 1/2, coefficient s / i.
+    # sin z = (e^{iz} - e^{-iz}) / (2i): sign s with probability 1/2, coefficient s / i (same key, same s).
     "sin": lambda key, m: (1j * _signs(key, m), -1j * _signs(key, m)),
 }
 KINDS = ("relu",) + tuple(_MIXTURES)
@@ -95,7 +95,7 @@ def draw(key, kind: str, num_random_features: int, dim: int, *, orthogonal: bool
   return _draw(key, kind, num_random_features, dim, orthogonal)
 
 
-# One compiled draw per shape: drawn eagerly op by op (as a layer does at trace time), each op compiles.
+# Compiled once per shape: a layer draws eagerly at trace time, where each op would otherwise compile alone.
 @functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
 def _draw(key, kind: str, m: int, dim: int, orthogonal: bool) -> RandomFeatures:
   kg, km = jax.random.split(key)
