@@ -1,17 +1,20 @@
 """Poincare ResNet (van Spengler, Berkhout, Mettes, "Poincare ResNet", ICCV 2023), paper 19 of the zoo.
 
-CPU (about XX s on 2 cores): two of the paper's claims at small scale, plotted to
-WORKDIR/poincare_resnet.png:
+CPU (25 s of CPU on 2 shared cores, most of it compilation): two of the paper's claims at small
+scale, plotted to WORKDIR/poincare_resnet.png:
   python -m experiments.poincare_resnet --config=runlocal --workdir=workdirs/poincare_resnet
 (a) Identity initialisation (Sec. 3.1): through 40 stacked Poincare FC layers (dimension 16, c = 0.1,
     256 random points of the ball), HNN++'s standard init N(0, (2 n m)^-1/2) pulls the points toward
     the origin layer after layer while the identity-based init Z = I / 2 keeps their norms.
-(b) A tiny Poincare ResNet (Poincare 3x3 stem, midpoint batch norm, one residual block, 16 channels,
-    pooling and a Poincare FC classifier: 4 Poincare layers, identity init, c = 0.1) learns scikit-learn's 8x8 digits (1,437 train / 360 held-out images, values in
-    [-1, 1]) with Adam, lr 1e-2, batch 64, 200 steps; held-out top-1 with batch statistics, as the
-    authors' code evaluates.
-Measured here: (a) mean distance to the origin XX at the input; after 40 layers XX (identity init)
-and XX (standard init); (b) held-out top-1 XX (chance 0.1).
+(b) A tiny Poincare ResNet-4 (Poincare 3x3 stem, midpoint batch norm, one residual block, all at 16
+    channels on the 8x8 map, pooling, Poincare FC classifier; identity init, c = 0.1) learns
+    scikit-learn's 8x8 digits (1,437 train / 360 held-out images, values in [-1, 1]) with Adam,
+    lr 1e-2, batch 64, 150 steps (7 epochs); held-out top-1 with batch statistics, as the authors'
+    code evaluates. (Two stages, --config.model.depth=6 --config.model.widths=8,16, reach 0.958 in
+    120 steps but compile 1.5x longer.)
+Measured here: (a) mean distance to the origin 3.256 at the input; after 40 layers 3.256 (identity
+init, equal to float precision) and 2e-15 (standard init: 1.41 after one layer, 8e-5 after ten);
+(b) held-out top-1 0.917 (chance 0.1), training loss 2.30 -> 0.24.
 
 Full setting (the paper's Sec. 4, CIFAR-10/100; `tfds build cifar10` / `cifar100` first):
   python -m experiments.poincare_resnet --workdir=WORKDIR --config.input.data_dir=TFDS_DIR
@@ -55,16 +58,17 @@ TASK = classification.Task(build, classification.make_train_step, classification
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  model = dict(depth=20, widths=(8, 16, 32), c=0.1, id_init=True, use_midpoint=True)
+  if arg == "runlocal":
+    # Its own loop (train/fullbatch.fit on in-memory digits), so none of the trainer's input fields;
+    # total_steps / log_every / mesh.data keep the zoo's usual overrides working.
+    return ml_collections.ConfigDict(dict(
+        name="poincare_resnet", seed=0, model={**model, "depth": 4, "widths": (16,)},
+        norms=dict(depth=40, dim=16, num_points=256, max_radius=0.9, seed=0),
+        digits=dict(batch_size=64, lr=1e-2), total_steps=150, log_every=75, mesh=dict(data=1)))
   c = classification.base_config()
   c.model_name = "poincare_resnet"
-  c.model = ml_collections.ConfigDict(dict(depth=20, widths=(8, 16, 32), c=0.1, id_init=True,
-                                           use_midpoint=True))
-  if arg == "runlocal":
-    c.name = "poincare_resnet"
-    c.norms = ml_collections.ConfigDict(dict(depth=40, dim=16, num_points=256, max_radius=0.9, seed=0))
-    c.model.update(depth=4, widths=(16,))
-    c.digits = ml_collections.ConfigDict(dict(steps=200, batch_size=64, lr=1e-2, log_every=50))
-    return c
+  c.model = ml_collections.ConfigDict(model)
   arg = arg or "resnet20_cifar10"
   if arg not in SETTINGS:
     raise UserError(f"unknown setting '{arg}' ({', '.join(SETTINGS)}; default resnet20_cifar10)")
@@ -104,7 +108,7 @@ def layer_norms(config: ml_collections.ConfigDict) -> Dict[str, np.ndarray]:
   keys = jax.random.split(key_w, n.depth)
   out = {}
   for name, init in (("identity", poincare.identity_init), ("standard", poincare.hnn_init)):
-    out[name] = np.asarray(distances(jnp.stack([init(k, (n.dim, n.dim)) for k in keys]), x))
+    out[name] = np.asarray(distances(jax.vmap(lambda k: init(k, (n.dim, n.dim)))(keys), x))
   return out
 
 
@@ -131,12 +135,12 @@ def train_digits(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, f
 
   writer = MetricWriter(workdir, tensorboard=False)
   writer.write_config(config)
-  params, losses = fit(loss_fn, variables["params"], optax.adam(d.lr), d.steps,
-                       key=jax.random.key(config.seed + 1), has_aux=True, log_every=d.log_every,
+  params, losses = fit(loss_fn, variables["params"], optax.adam(d.lr), config.total_steps,
+                       key=jax.random.key(config.seed + 1), has_aux=True, log_every=config.log_every,
                        writer=writer)
   logits = jax.jit(forward)(params, to_input(test.images))
   top1 = float(np.mean(np.argmax(logits, -1) == test.labels))
-  writer.write(d.steps, {"eval/top1": top1})
+  writer.write(config.total_steps, {"eval/top1": top1})
   writer.close()
   return {"digits/top1": top1, "digits/first_loss": float(losses[0]), "digits/final_loss": float(losses[-1])}
 
@@ -164,6 +168,7 @@ def plot(config, norms: Dict[str, np.ndarray], result: Dict[str, float], path: s
   for name, values in norms.items():
     ax.plot(np.arange(len(values)), values, label=f"{name} init")
   ax.set_xlabel("Poincare FC layers applied")
+  ax.set_yscale("log")
   ax.set_ylabel("mean distance to the origin")
   ax.set_title(f"c = {config.model.c}, dim {config.norms.dim}; digits top-1 "
                f"{result['digits/top1']:.3f}", fontsize=9)

@@ -41,6 +41,7 @@ def test_ball_operations_match_geoopt():
   close(P.mobius_add(x, y[:1], C), BALL.mobius_add(t(x), t(y[:1])))  # broadcast
   close(P.expmap0(v, C), BALL.expmap0(t(v)))
   close(P.expmap0(10 * v, C), BALL.expmap0(t(10 * v)))  # projected at the same margin
+  assert float(jnp.max(jnp.linalg.norm(P.expmap0(1e3 * v, C), axis=-1))) < C ** -0.5
   close(P.logmap0(y, C), BALL.logmap0(t(y)))
   close(P.expmap(x, v, C), BALL.expmap(t(x), t(v)))
   close(P.logmap(x, y, C), BALL.logmap(t(x), t(y)))
@@ -72,12 +73,11 @@ def test_custom_vjps_match_numerical_gradients():
     v = np.random.default_rng(2).normal(size=(5, 4))
     z, r = np.random.default_rng(3).normal(size=(4, 3)), np.array([0.3, -0.2, 0.0])
     rev = dict(order=1, modes=["rev"])
-    check_grads(lambda a, b: P.mobius_add(a, b, C), (x, y), **rev)
-    check_grads(lambda a, b: P.mobius_add(a, b, C), (x, y[:1]), **rev)  # broadcast gradient summed
-    check_grads(lambda a: P.expmap0(a, C), (v,), **rev)
-    check_grads(lambda a: P.logmap0(a, C), (y,), **rev)
-    check_grads(lambda a, b, s: P.poincare_fc(a, b, s, C), (x, z, r), **rev)
-    check_grads(lambda a, b, s: P.poincare_fc(a, b, s, C), (x.reshape(5, 1, 4), z, r), **rev)
+    # Jitted: check_grads evaluates each function many times at one shape (eager would dispatch op by op).
+    check_grads(jax.jit(lambda a, b: P.mobius_add(a, b, C)), (x, y[:1]), **rev)  # broadcast: summed
+    check_grads(jax.jit(lambda a: P.expmap0(a, C)), (v,), **rev)
+    check_grads(jax.jit(lambda a: P.logmap0(a, C)), (y,), **rev)
+    check_grads(jax.jit(lambda a, b, s: P.poincare_fc(a, b, s, C)), (x.reshape(5, 1, 4), z, r), **rev)
 
 
 def test_custom_vjps_match_torch_autograd_and_jax_autodiff():
@@ -87,7 +87,7 @@ def test_custom_vjps_match_torch_autograd_and_jax_autodiff():
       (lambda a, b: P.mobius_add(a, b, C), BALL.mobius_add, (x, y)),
       (lambda a: P.expmap0(a, C), BALL.expmap0, (y,)),
       (lambda a: P.logmap0(a, C), BALL.logmap0, (y,))):
-    grads = jax.grad(lambda *a: jnp.sum(ours(*a) * g), argnums=tuple(range(len(args))))(*args)
+    grads = jax.jit(jax.grad(lambda *a: jnp.sum(ours(*a) * g), argnums=tuple(range(len(args)))))(*args)
     tensors = [t(a).requires_grad_() for a in args]
     torch.sum(theirs(*tensors) * t(g)).backward()
     for ours_g, tensor in zip(grads, tensors):
@@ -101,8 +101,8 @@ def test_custom_vjps_match_torch_autograd_and_jax_autodiff():
     return w / (1 + jnp.sqrt(1 + C * jnp.sum(w * w, -1, keepdims=True)))
 
   g3 = g[:, :3]
-  ours = jax.grad(lambda *a: jnp.sum(P.poincare_fc(*a, C) * g3), argnums=(0, 1, 2))(x, z, r)
-  reference = jax.grad(lambda *a: jnp.sum(autodiff_fc(*a) * g3), argnums=(0, 1, 2))(x, z, r)
+  ours = jax.jit(jax.grad(lambda *a: jnp.sum(P.poincare_fc(*a, C) * g3), argnums=(0, 1, 2)))(x, z, r)
+  reference = jax.jit(jax.grad(lambda *a: jnp.sum(autodiff_fc(*a) * g3), argnums=(0, 1, 2)))(x, z, r)
   for a, b in zip(ours, reference):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
   # Zero vectors (padding, ReLU-ed pixels) get finite gradients.
@@ -111,13 +111,15 @@ def test_custom_vjps_match_torch_autograd_and_jax_autodiff():
 
 def test_identity_init_is_the_identity_and_standard_init_shrinks():
   x = points(16, 6)
-  layer = P.PoincareLinear(6, C)
-  np.testing.assert_allclose(layer.apply(layer.init(jax.random.key(0), x), x), x, atol=1e-5)
-  conv = P.PoincareConv2d(6, kernel_size=1, padding=0, c=C)  # beta factor 1 for one pixel
-  img = x.reshape(2, 2, 4, 6)
-  np.testing.assert_allclose(conv.apply(conv.init(jax.random.key(0), img), img), img, atol=1e-5)
-  hnn = P.PoincareLinear(6, C, id_init=False)
-  y = hnn.apply(hnn.init(jax.random.key(0), x), x)
+  def output(layer, a):
+    return jax.jit(lambda k, a: layer.init_with_output(k, a)[0])(jax.random.key(0), a)
+
+  np.testing.assert_allclose(output(P.PoincareLinear(6, C), x), x, atol=1e-5)
+  img = x.reshape(2, 2, 4, 6)  # one pixel per receptive field: beta factor 1
+  np.testing.assert_allclose(output(P.PoincareConv2d(6, kernel_size=1, padding=0, c=C), img), img, atol=1e-5)
+  y = output(P.PoincareLinear(6, C, id_init=False), x)
+  big = output(P.PoincareConv2d(6, c=C), P.project(50 * img, C))  # at the margin: stays inside
+  assert float(jnp.max(jnp.linalg.norm(big, axis=-1))) < C ** -0.5
   zero = np.zeros_like(x)
   assert float(jnp.mean(P.dist(y, zero, C))) < 0.7 * float(jnp.mean(P.dist(x, zero, C)))
 
@@ -139,8 +141,8 @@ def test_convolution_unfolds_like_torch_and_beta_concatenation():
 def test_midpoint_batch_norm():
   x = jnp.asarray(points(64, 5).reshape(4, 4, 4, 5))
   bn = P.PoincareBatchNorm(C)
-  variables = bn.init(jax.random.key(0), x, train=True)
-  y, updates = bn.apply(variables, x, train=True, mutable=["batch_stats"])
+  variables = jax.jit(lambda k: bn.init(k, x, train=True))(jax.random.key(0))
+  y, updates = jax.jit(lambda v: bn.apply(v, x, train=True, mutable=["batch_stats"]))(variables)
   flat = np.asarray(x).reshape(-1, 5)
   mu = P.midpoint(flat, C)
   # Mobius scaling multiplies distances to the origin: the output's Frechet variance about the learned
@@ -149,28 +151,22 @@ def test_midpoint_batch_norm():
   # At init (learned mean 0) it is the authors' map exp_nu(s P_{mu -> nu} log_mu(x)), in geoopt.
   spread = float(jnp.mean(P.dist(flat, mu, C) ** 2))
   nu = torch.zeros(5)
-  reference = BALL.expmap(nu, (1 / (spread + 1e-6)) ** 0.5 * BALL.transp(t(mu), nu, BALL.logmap(t(mu), t(flat))))
+  moved = BALL.transp(t(mu), nu, BALL.logmap(t(mu), t(flat)))
+  reference = BALL.expmap(nu, (1 / (spread + 1e-6)) ** 0.5 * moved)
   close(np.asarray(y).reshape(-1, 5), reference, atol=2e-5)
   # Running mean: one geodesic step of 0.1 from the origin toward the batch midpoint.
   close(updates["batch_stats"]["mean"], BALL.mobius_scalar_mul(torch.tensor(0.1), t(mu)))
-  out = bn.apply({**variables, **updates}, x, train=False)
+  out = jax.jit(lambda v: bn.apply(v, x, train=False))({**variables, **updates})
   assert out.shape == x.shape and np.all(np.isfinite(np.asarray(out)))
   # The Frechet mean it replaces: a stationary point of the variance (mean log_mu(x) = 0).
-  frechet = P.frechet_mean(flat, C)
+  frechet = jax.jit(lambda a: P.frechet_mean(a, C))(flat)
   assert float(jnp.max(jnp.abs(jnp.mean(P.logmap(frechet, flat, C), axis=0)))) < 1e-4
 
 
-def test_poincare_resnet_forward_stays_in_ball_and_bad_input():
-  model = PoincareResNet(num_classes=3, depth=8, widths=(4, 8, 8))
-  x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (4, 8, 8, 3)), jnp.float32)
-  variables = jax.jit(model.init)(jax.random.key(0), x)
-  (logits, features), _ = jax.jit(lambda v, a: model.apply(v, a, train=True, mutable=["batch_stats"]))(
-      variables, x)
-  assert logits.shape == (4, 3) and np.all(np.isfinite(np.asarray(logits)))
-  assert [features[k].shape for k in ("C0", "C1", "C2")] == [(4, 8, 8, 4), (4, 4, 4, 8), (4, 2, 2, 8)]
-  assert max(float(jnp.max(jnp.linalg.norm(features[k], axis=-1))) for k in ("C0", "C1", "C2")) < C ** -0.5
+def test_bad_input_is_a_one_line_error():
+  x = jnp.zeros((2, 8, 8, 1))
   with pytest.raises(UserError, match="depth must be"):
-    PoincareResNet(depth=10).init(jax.random.key(0), x)
+    PoincareResNet(depth=10).init(jax.random.key(0), x)  # 6n + 2 for three stages
   with pytest.raises(UserError, match="curvature"):
     P.PoincareLinear(3, c=-1.0).init(jax.random.key(0), x)
   with pytest.raises(UserError, match="unknown setting"):
@@ -181,8 +177,8 @@ def test_claims_identity_init_keeps_norms_and_tiny_poincare_resnet_learns_digits
   # van Spengler et al. 2023, Sec. 3.1: through stacked Poincare layers the standard (HNN++) init
   # collapses the representation to the origin, the identity init keeps it. Measured: mean distance to
   # the origin 3.256 at the input; after 40 layers 3.256 (identity) and 2e-15 (standard; 1.41 after one
-  # layer, 8e-5 after ten). Sec. 4: a Poincare ResNet trains end to end; measured: held-out top-1 XX
-  # on the digits (chance 0.1).
+  # layer, 8e-5 after ten). Sec. 4: a Poincare ResNet trains end to end; measured: held-out top-1 0.917
+  # on the digits (chance 0.1), loss 2.30 -> 0.24.
   r = poincare_resnet.main(["--config=runlocal", f"--workdir={tmp_path}"])
   assert r["norms/identity_last"] == pytest.approx(r["norms/input"], rel=1e-4)
   assert r["norms/identity_min"] == pytest.approx(r["norms/input"], rel=1e-4)
