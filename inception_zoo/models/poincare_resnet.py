@@ -12,9 +12,10 @@ Our reading, from the authors' code (maxvanspengler/poincare-resnet, `Hyperbolic
 curvature c = 0.1 for every layer; the image enters as tangent vectors at 0 (each pixel's channels
 mapped to the ball by exp_0); pooling averages the tangent vectors log_0(x) over the map; the logits
 are log_0 of the classifier's output. The paper's networks: ResNet-20 and ResNet-32; widths
-(8, 16, 32) by default, as the authors' scripts name them (`8-16-32-resnet-20`). Not registered with `inception_zoo.registry`: its batch norm has no
-`momentum`/dropout options and its layers are an order of magnitude slower than the zoo's generic
-model tests assume; experiments build it directly.
+(8, 16, 32) by default, as the authors' scripts name them (`8-16-32-resnet-20`). Not registered
+with `inception_zoo.registry`: its batch norm has no `momentum`/dropout options and its layers are
+an order of magnitude slower to compile than the zoo's generic model tests assume; experiments
+build it directly.
 """
 from typing import Tuple
 
