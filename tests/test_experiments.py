@@ -17,7 +17,10 @@ EXPERIMENTS = sorted(p.stem for p in (pathlib.Path(__file__).parent.parent / "ex
 # Their CPU settings run in full, through the same command line, in a claim test
 # (tests/test_claims*.py); a 2-step copy here would only repeat the compiles.
 RUN_IN_FULL_ELSEWHERE = {"inception_residual_ablation", "inception_v4", "inception_next", "vovnet", "swinv2",
-                         "iformer", "random_pruning", "sparse_mobilenet", "meal_v2", "hawq", "denseshift"}
+                         "iformer", "random_pruning", "sparse_mobilenet", "meal_v2", "hawq", "denseshift",
+                         # the theory, graph and prototype papers: small loops of their own (no trainer fields)
+                         "snnk", "temperature_moe", "neural_collapse", "dagnn", "lighthgnn", "poincare_resnet",
+                         "wide_deep_ntk", "robust_cbc", "federated_recon", "mip_hypernet"}
 # Experiments with a loop of their own (not the classification trainer) test their full setting
 # in their own test file.
 # The resolution each paper trains at; the Inception papers' 299 unless listed.
@@ -77,8 +80,7 @@ def test_variant_settings_build_their_model(name, arg, model_name):
   jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, size, size, 3)))
 
 
-@pytest.mark.parametrize("name", ["inception_v4", "inception_next", "vovnet", "swinv2", "simmim_swinv2", "iformer",
-                                  "random_pruning", "sparse_mobilenet", "meal_v2", "hawq", "denseshift"])
+@pytest.mark.parametrize("name", EXPERIMENTS)
 def test_unknown_variant_is_a_one_line_error(name):
-  with pytest.raises(UserError, match=r"unknown setting 'huge' \(runlocal, "):
+  with pytest.raises(UserError, match=r"unknown setting 'huge' \(runlocal[,;] "):
     importlib.import_module(f"experiments.{name}").get_config("huge")
