@@ -75,10 +75,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def _digits(split: str, upsample: int):
-  src = datasets.digits(split).source
-  x = np.asarray(src.images, np.float32) / 255.0
-  x = x.repeat(upsample, axis=1).repeat(upsample, axis=2)
-  return jnp.asarray(x), np.asarray(src.labels)
+  x, y = datasets.digits_arrays(split, flat=False)
+  return jnp.asarray(x.repeat(upsample, axis=1).repeat(upsample, axis=2)), y
 
 
 def _embedding(config):

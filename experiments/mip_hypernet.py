@@ -74,11 +74,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return c
 
 
-def digits_arrays(split: str):
-  source = datasets.digits(split).source
-  return jnp.asarray(source.images.reshape(len(source), -1) / 255.0, jnp.float32), jnp.asarray(source.labels)
-
-
 def regularised_loss(hyper: HyperNet, variables, gamma, x, y, config):
   """CE of the primary network with theta(gamma) plus lambda(gamma) |theta|^2: the conditioned loss."""
   theta = hyper.apply(variables, gamma[None])
@@ -106,8 +101,8 @@ def train(config, method: str, lr: float, x, y, workdir: str):
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
-  x, y = digits_arrays("train")
-  x_test, y_test = digits_arrays("test")
+  x, y = datasets.digits_arrays("train")
+  x_test, y_test = datasets.digits_arrays("test")
   grid = jnp.linspace(0.0, 1.0, 5)
   result: Dict[str, float] = {}
   curves = {}

@@ -70,12 +70,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return c
 
 
-def _digits(split: str):
-  src = datasets.digits(split).source
-  return (jnp.asarray(src.images.reshape(len(src.labels), -1), jnp.float32) / 255.0,
-          jnp.asarray(src.labels, jnp.int32))
-
-
 def _models(config):
   kw = dict(num_classes=10, num_components=config.num_components, sigma_init=config.sigma_init)
   return {
@@ -117,8 +111,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
   if config.data != "digits":
     raise UserError(f"the '{config.data}' setting is given as config only; this experiment runs "
                     f"the shallow digits setting (--config=runlocal)")
-  x_train, y_train = _digits("train")
-  x_test, y_test = _digits("test")
+  x_train, y_train = datasets.digits_arrays("train")
+  x_test, y_test = datasets.digits_arrays("test")
   writer = MetricWriter(workdir, tensorboard=False)
   writer.write_config(config)
   key = jax.random.key(config.seed)

@@ -57,6 +57,14 @@ def digits(split: str, data_dir: Optional[str] = None) -> Dataset:
   return Dataset(ArraySource(*((x_train, y_train) if split == "train" else (x_test, y_test))), 10)
 
 
+def digits_arrays(split: str, *, flat: bool = True):
+  """The digits split as arrays for full-batch methods: float32 pixels in [0, 1] (flattened to 64 values,
+  or 8x8x1 images), int32 labels."""
+  source = digits(split).source
+  images = source.images.astype(np.float32) / 255.0
+  return (images.reshape(len(images), -1) if flat else images), source.labels.astype(np.int32)
+
+
 def tfds_source(name: str, split: str, data_dir: Optional[str] = None) -> Dataset:
   import tensorflow_datasets as tfds
   try:
