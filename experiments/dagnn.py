@@ -42,6 +42,7 @@ from inception_zoo.main import run_experiment
 from inception_zoo.metrics import MetricWriter
 from inception_zoo.models.dagnn import DAGNN, DeepGCN
 from inception_zoo.train import node_classification
+from inception_zoo.utils import plots
 
 # The official run.sh: (K, weight decay, dropout) per Planetoid dataset.
 PLANETOID = {"cora": (10, 0.005, 0.8), "citeseer": (10, 0.02, 0.5), "pubmed": (20, 0.005, 0.8)}
@@ -125,9 +126,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
 
 
 def plot(config, result: Dict[str, float], path: str):
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = plots.pyplot()
   fig, (ax, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
   ax.plot(config.gcn_depths, [result[f"gcn/depth{n}"] for n in config.gcn_depths], "o-", label="GCN (layers)")
   ax.plot(config.dagnn_ks, [result[f"dagnn/k{k}"] for k in config.dagnn_ks], "s-", label="DAGNN (hops K)")
@@ -141,9 +140,7 @@ def plot(config, result: Dict[str, float], path: str):
   ax2.set_xscale("log", base=2)
   ax2.set_xlabel("propagation hops l (0 plotted at 0.5)")
   ax2.set_ylabel("SMV of Â^l X")
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  plots.save(fig, path)
 
 
 def main(argv=None):

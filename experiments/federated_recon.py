@@ -49,6 +49,7 @@ from inception_zoo.main import run_experiment
 from inception_zoo.metrics import MetricWriter
 from inception_zoo.proto import federated, protonet
 from inception_zoo.train.fullbatch import fit
+from inception_zoo.utils import plots
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -222,9 +223,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
 
 
 def plot(result: Dict[str, float], path: str):
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = plots.pyplot()
   methods = [("protonet_merged", "ProtoNet, merged"), ("protonet_centralised", "ProtoNet, centralised"),
              ("finetune", "softmax fine-tuned"), ("replay", "softmax + replay")]
   fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -235,9 +234,7 @@ def plot(result: Dict[str, float], path: str):
   ax.set_ylabel("test accuracy (digits)")
   ax.set_ylim(0, 1)
   ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  plots.save(fig, path)
 
 
 def main(argv=None):

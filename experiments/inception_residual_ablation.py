@@ -22,6 +22,7 @@ from experiments.common_inception import inception_config
 from inception_zoo.main import run_experiment
 from inception_zoo.metrics import read_metrics
 from inception_zoo.train import classification
+from inception_zoo.utils import plots
 
 PLAIN, RESIDUAL = "inception_v4", "inception_resnet_v2_paper"
 
@@ -51,9 +52,7 @@ def steps_to_target(rows, target: float) -> Optional[int]:
 
 
 def plot(curves: Dict[str, list], target: float, path: str):
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = plots.pyplot()
   fig, ax = plt.subplots(figsize=(6, 4))
   for label, rows in curves.items():
     style = "-" if label.startswith(RESIDUAL) else "--"
@@ -61,9 +60,7 @@ def plot(curves: Dict[str, list], target: float, path: str):
   ax.axhline(target, color="gray", lw=0.8)
   ax.set(xlabel="step", ylabel="training loss", title="Residual vs plain Inception (digits, 1/8 width)")
   ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  plots.save(fig, path, dpi=120)
 
 
 def ablation(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:

@@ -40,6 +40,7 @@ from inception_zoo.metrics import MetricWriter
 from inception_zoo.models.hgnn import HGNN
 from inception_zoo.models.mlp import MLP
 from inception_zoo.train import node_classification as nc
+from inception_zoo.utils import plots
 
 METHODS = ("mlp", "hgnn", "lighthgnn", "lighthgnn_plus")
 
@@ -112,18 +113,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
 
 
 def plot(result: Dict[str, float], path: str):
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = plots.pyplot()
   fig, ax = plt.subplots(figsize=(5, 3.5))
   labels = ["MLP", "HGNN\n(teacher)", "LightHGNN", "LightHGNN+"]
   bars = ax.bar(labels, [result[m] for m in METHODS], color=["gray", "tab:blue", "tab:orange", "tab:green"])
   ax.bar_label(bars, fmt="%.3f")
   ax.set_ylabel("test accuracy (hypergraph SBM)")
   ax.set_ylim(0, 1)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  plots.save(fig, path)
 
 
 def main(argv=None):

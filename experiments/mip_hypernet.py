@@ -39,6 +39,7 @@ from inception_zoo.hyper.hypernet import HyperNet, parameter_norm
 from inception_zoo.main import run_experiment
 from inception_zoo.metrics import MetricWriter
 from inception_zoo.train.fullbatch import fit
+from inception_zoo.utils import plots
 
 METHODS = {"mip": dict(encoding="cos|sin", additive=True), "baseline": dict(encoding=None, additive=False)}
 
@@ -124,9 +125,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
 
 
 def plot(config, curves, path: str):
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = plots.pyplot()
   lrs = config.learning_rates
   fig, axes = plt.subplots(1, len(lrs), figsize=(3.2 * len(lrs), 3), sharey=True)
   for ax, lr in zip(np.atleast_1d(axes), lrs):
@@ -137,9 +136,7 @@ def plot(config, curves, path: str):
     ax.set_yscale("log")
   np.atleast_1d(axes)[0].set_ylabel(f"training loss (mean of {config.seeds} seeds)")
   np.atleast_1d(axes)[0].legend()
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  plots.save(fig, path)
 
 
 def main(argv=None):

@@ -49,6 +49,7 @@ from inception_zoo.main import run_experiment
 from inception_zoo.metrics import MetricWriter, read_metrics
 from inception_zoo.theory import neural_collapse as ncl
 from inception_zoo.train.fullbatch import fit
+from inception_zoo.utils import plots
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -174,9 +175,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
 
 
 def plot(config, result: Dict[str, float], rows, workdir: str):
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = plots.pyplot()
   layers = range(1, config.ufm.depth + 1)
   fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
   for name in ("balanced_mse_bias", "balanced_ce", "imbalanced_mse"):
@@ -189,18 +188,14 @@ def plot(config, result: Dict[str, float], rows, workdir: str):
     ax.set_xlabel("linear layer")
     ax.set_xticks(list(layers))
     ax.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(os.path.join(workdir, "nc_ufm_layers.png"), dpi=100)
-  plt.close(fig)
+  plots.save(fig, os.path.join(workdir, "nc_ufm_layers.png"))
   fig, ax = plt.subplots(figsize=(5, 3.5))
   for m in range(1, config.digits.depth + 1):
     ax.semilogy([r["step"] for r in rows], [r[f"digits/nc1/layer{m}"] for r in rows], "o-", label=f"layer {m}")
   ax.set_xlabel("full-batch step")
   ax.set_ylabel("NC1 (digits, MLP + deep linear head)")
   ax.legend()
-  fig.tight_layout()
-  fig.savefig(os.path.join(workdir, "nc_digits.png"), dpi=100)
-  plt.close(fig)
+  plots.save(fig, os.path.join(workdir, "nc_digits.png"))
 
 
 def main(argv=None):

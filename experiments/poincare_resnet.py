@@ -45,6 +45,7 @@ from inception_zoo.metrics import MetricWriter
 from inception_zoo.models.poincare_resnet import PoincareResNet
 from inception_zoo.train import classification
 from inception_zoo.train.fullbatch import fit
+from inception_zoo.utils import plots
 
 SETTINGS = ("runlocal", "resnet20_cifar10", "resnet32_cifar10", "resnet20_cifar100", "resnet32_cifar100")
 
@@ -161,9 +162,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
 
 
 def plot(config, norms: Dict[str, np.ndarray], result: Dict[str, float], path: str):
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = plots.pyplot()
   fig, ax = plt.subplots(figsize=(5, 3.5))
   for name, values in norms.items():
     ax.plot(np.arange(len(values)), values, label=f"{name} init")
@@ -173,9 +172,7 @@ def plot(config, norms: Dict[str, np.ndarray], result: Dict[str, float], path: s
   ax.set_title(f"c = {config.model.c}, dim {config.norms.dim}; digits top-1 "
                f"{result['digits/top1']:.3f}", fontsize=9)
   ax.legend()
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  plots.save(fig, path)
 
 
 def main(argv=None):

@@ -39,6 +39,7 @@ from experiments.common import digits, imagenet
 from inception_zoo.errors import UserError
 from inception_zoo.main import run_experiment
 from inception_zoo.train import classification
+from inception_zoo.utils import plots
 
 
 class MLP(nn.Module):
@@ -115,9 +116,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
 
 
 def plot(config, result: Dict[str, float], path: str):
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = plots.pyplot()
   widths = list(config.widths)
   fig, ax = plt.subplots(figsize=(5, 3.5))
   for kind in ("dense", "sparse"):
@@ -128,9 +127,7 @@ def plot(config, result: Dict[str, float], path: str):
   ax.set_xlabel("hidden width")
   ax.set_ylabel("held-out top-1 (digits)")
   ax.legend()
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  plots.save(fig, path)
 
 
 def main(argv=None):

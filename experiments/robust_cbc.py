@@ -48,6 +48,7 @@ from inception_zoo.main import run_experiment
 from inception_zoo.metrics import MetricWriter
 from inception_zoo.proto import cbc
 from inception_zoo.train.fullbatch import fit
+from inception_zoo.utils import plots
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -152,9 +153,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
 
 
 def plot(config, result: Dict[str, float], path: str):
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = plots.pyplot()
   eps = [0.0, *config.eps]
   fig, ax = plt.subplots(figsize=(5, 3.5))
   labels = {"robust_cbc": "stable CBC, robust loss", "stable_cbc": "stable CBC, margin loss",
@@ -168,9 +167,7 @@ def plot(config, result: Dict[str, float], path: str):
   ax.set_xlabel("L2 radius eps (x: accuracy under PGD)")
   ax.set_ylabel("certified test accuracy (digits)")
   ax.legend()
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  plots.save(fig, path)
 
 
 def main(argv=None):

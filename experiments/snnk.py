@@ -49,6 +49,7 @@ from inception_zoo.layers import snnk
 from inception_zoo.main import run_experiment
 from inception_zoo.metrics import MetricWriter
 from inception_zoo.train.fullbatch import fit
+from inception_zoo.utils import plots
 
 
 def get_config(arg=None) -> ml_collections.ConfigDict:
@@ -223,9 +224,7 @@ def adapters(c, key, writer, result):
 
 
 def plot(config, curves, result, path):
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = plots.pyplot()
   fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
   ms = np.asarray(config.kernel.num_features)
   for kind, errors in curves.items():
@@ -243,9 +242,7 @@ def plot(config, curves, result, path):
     axes[2].annotate(v, (p, a), fontsize=8)
   axes[2].set(xscale="log", xlabel="trainable parameters", ylabel="held-out top-1 (digits 5-9)",
               title="(c) adapters on a frozen MLP")
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  plots.save(fig, path)
 
 
 def main(argv=None):

@@ -41,6 +41,7 @@ from inception_zoo.errors import UserError
 from inception_zoo.main import run_experiment
 from inception_zoo.metrics import MetricWriter
 from inception_zoo.theory import gaussian_moe as gm
+from inception_zoo.utils import plots
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -145,9 +146,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
 
 
 def plot(sizes, curves, result, path: str):
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = plots.pyplot()
   fig, ax = plt.subplots(figsize=(5, 3.5))
   for gate, median in curves.items():
     line = ax.loglog(sizes, median, "o", label=f"{gate} gate (slope {result[f'{gate}/slope']:.2f})")
@@ -156,9 +155,7 @@ def plot(sizes, curves, result, path: str):
   ax.set_xlabel("sample size n")
   ax.set_ylabel("Voronoi loss to the truth (median)")
   ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  plots.save(fig, path)
 
 
 def main(argv=None):

@@ -48,6 +48,7 @@ from inception_zoo.errors import UserError
 from inception_zoo.main import run_experiment
 from inception_zoo.metrics import MetricWriter
 from inception_zoo.theory import ntk_depth
+from inception_zoo.utils import plots
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -142,9 +143,7 @@ def _run(config) -> Dict[str, float]:
 
 
 def plot(config, result: Dict[str, float], path: str):
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = plots.pyplot()
   ns = list(config.train_sizes)
   d = config.sphere_dim
   fig, ax = plt.subplots(figsize=(5.5, 3.8))
@@ -158,9 +157,7 @@ def plot(config, result: Dict[str, float], path: str):
   ax.set_xlabel("training points n")
   ax.set_ylabel(f"test error (S^{d}, {config.num_test} points)")
   ax.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  plots.save(fig, path)
 
 
 def main(argv=None):
