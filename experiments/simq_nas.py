@@ -1,0 +1,219 @@
+"""SimQ-NAS (Sridhar, Szankin, Chen, Sundaresan, Sarah, "SimQ-NAS: Simultaneous Quantization Policy and
+Neural Architecture Search", arXiv:2312.13301, 2023), paper 31 of the zoo.
+
+The claim: searching the subnet architecture and its per-layer quantisation policy together (NSGA-II over
+lightly trained predictors) beats searching the architecture, then quantising the whole network to INT8,
+in accuracy, model size and latency at once (up to 4.80x latency and 3.44x size at equal accuracy).
+
+CPU, embedded digits (TODO s of CPU on 2 cores): an elastic residual-MLP supernet (2 stages, depth 1-2
+blocks per stage, widths 32/48/64, expansion 1/2/3 per block; `nas.supernet`) trained with the sandwich
+rule for 400 steps on scikit-learn's 8x8 digits (1,437 train images); subnets are masks of one compiled
+network. Two searches with the same budget, each: measure 150 random candidates (top-1 on the 360
+held-out images of the post-training-quantised masked supernet, calibrated on 256 training images),
+fit a gradient-boosting predictor of the error, run pymoo's NSGA-II (population 40, 25 generations) on
+(predicted error, latency, size), measure the predicted front, refit and search again (2 rounds):
+- joint: architecture genes + one bit-width in {4, 8, 32} per layer;
+- baseline: architecture genes at FP32, then every layer of the found front quantised to INT8.
+Latency is measured on this CPU (per-layer timings of the deployed FP32 and int8 x int8 -> int32 kernels,
+a fitted cost model summed over the layers, checked against whole subnets); size = sum of bits x weights
++ 32-bit biases. Returns both fronts' hypervolume in the same normalised (error, latency, size) space with
+the same reference point, the joint front's size and latency gains at no accuracy loss, and plots both
+fronts to WORKDIR/simq_nas_fronts.png:
+  python -m experiments.simq_nas --config=runlocal --workdir=workdirs/simq_nas
+Measured here: TODO
+
+Full setting (no --config; described, not built here): the paper's OFA ResNet-50 supernet
+(depth +0/1/2 blocks per stage, expansion 0.2/0.25/0.35, width x0.65/0.8/1.0) on ImageNet-1k with
+per-layer INT8 / FP32 policies, INT8 latency on an Intel Xeon; its ViT / BERT / BEiT-3 supernets are the
+same search with heads / hidden size / layers as genes. Running it needs an elastic ResNet-50 in
+`nas.supernet` and the tfds ImageNet loader; `run` stops with a one-line error naming that.
+"""
+import os
+from typing import Dict
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from inception_zoo.data import datasets
+from inception_zoo.errors import UserError
+from inception_zoo.main import run_experiment
+from inception_zoo.metrics import MetricWriter
+from inception_zoo.nas import search, supernet
+from inception_zoo.quant import policy
+from inception_zoo.train.fullbatch import fit
+from inception_zoo.utils import plots
+
+OBJECTIVES = ("error", "latency_ms", "size_kib")
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.predictor = "gbm"
+  c.search = ml_collections.ConfigDict(dict(samples=150, rounds=2, population=40, generations=25))
+  if arg == "runlocal":
+    c.name = "simq_nas_digits"
+    c.supernet = ml_collections.ConfigDict(dict(kind="elastic_mlp", widths=(32, 48, 64), expansions=(1, 2, 3),
+                                                stages=2, max_depth=2))
+    c.bits = (4, 8, 32)
+    c.total_steps = 400
+    c.batch_size = 64
+    c.learning_rate = 3e-3
+    c.num_random = 2  # sandwich rule: largest + smallest + 2 random subnets per step
+    c.log_every = 100
+    c.calibration = 256  # training images that calibrate the activation ranges
+    c.latency = ml_collections.ConfigDict(dict(batch=256, samples=6, repeats=7, end_to_end=2))
+    return c
+  if arg is not None:
+    raise UserError(f"unknown setting '{arg}' (runlocal, or none for the OFA ResNet-50 ImageNet search)")
+  c.name = "simq_nas_resnet50_i1k"
+  c.supernet = ml_collections.ConfigDict(dict(kind="ofa_resnet50", base_depths=(2, 2, 4, 2), depth_list=(0, 1, 2),
+                                              expand_ratio_list=(0.2, 0.25, 0.35),
+                                              width_mult_list=(0.65, 0.8, 1.0)))
+  c.data = "tfds:imagenet2012"
+  c.bits = (8, 32)  # the paper's per-layer INT8 / full-precision choice
+  c.calibration = 100  # images (Neural Compressor's default calibration sampling size)
+  c.search = ml_collections.ConfigDict(dict(samples=200, rounds=5, population=50, generations=50))
+  return c
+
+
+def train(net: supernet.ElasticMLP, config, x, y, writer: MetricWriter):
+  """Sandwich-rule training of the shared weights on random mini-batches (`fit` scans the steps)."""
+  params = jax.jit(net.init)(jax.random.key(config.seed), x[:1], supernet.extreme_arch(net, True))["params"]
+
+  def loss_fn(params, key):
+    batch_key, arch_key = jax.random.split(key)
+    idx = jax.random.randint(batch_key, (config.batch_size,), 0, len(x))
+    return supernet.sandwich_loss(net, params, x[idx], y[idx], arch_key, config.num_random)
+
+  tx = optax.adam(optax.cosine_decay_schedule(config.learning_rate, config.total_steps))
+  params, _ = fit(loss_fn, params, tx, config.total_steps, key=jax.random.key(config.seed + 1), has_aux=True,
+                  log_every=config.log_every, writer=writer, progress=True)
+  return params
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
+  if config.supernet.kind != "elastic_mlp":
+    raise UserError(f"supernet '{config.supernet.kind}' is described in the config but not built here "
+                    f"(nas.supernet has the elastic MLP of --config=runlocal)")
+  writer = MetricWriter(workdir)
+  writer.write_config(config)
+  x, y = map(jnp.asarray, datasets.digits_arrays("train"))
+  x_eval, y_eval = map(jnp.asarray, datasets.digits_arrays("test"))
+  s = config.supernet
+  net = supernet.ElasticMLP(widths=tuple(s.widths), expansions=tuple(s.expansions), stages=s.stages,
+                            max_depth=s.max_depth)
+  params = train(net, config, x, y, writer)
+  accuracy = search.accuracy_fn(net, x[:config.calibration], x_eval, y_eval)
+  rng = np.random.default_rng(config.seed)
+  joint, arch_only = search.SearchSpace(net, config.bits), search.SearchSpace(net, None)
+  fan_in, fan_out, active = supernet.layer_shapes(net, arch_only.decode(arch_only.sample(rng, 500))[0], x.shape[1])
+  latency = search.LatencyModel(np.stack([fan_in[active], fan_out[active]], -1), batch=config.latency.batch,
+                                samples=config.latency.samples, repeats=config.latency.repeats, seed=config.seed)
+
+  def cost(space, genes, bits=None):
+    """(latency ms, size KiB) of candidates; `bits` overrides the policy of every layer."""
+    arch, policy_bits = space.decode(genes)
+    policy_bits = policy_bits if bits is None else np.full_like(policy_bits, bits)
+    fi, fo, on = supernet.layer_shapes(net, arch, x.shape[1])
+    return np.stack([latency.latency(fi, fo, on, policy_bits) * 1e3,
+                     policy.size_bits(fi, fo, policy_bits, on) / 8 / 1024], -1)
+
+  def measure(space, genes, bits=None):
+    arch, policy_bits = space.decode(genes)
+    policy_bits = policy_bits if bits is None else np.full_like(policy_bits, bits)
+    return np.column_stack([1 - accuracy(params, arch, policy_bits), cost(space, genes, bits)])
+
+  result: Dict[str, float] = {}
+  fronts, samples = {}, {}
+  for name, space in (("joint", joint), ("baseline", arch_only)):
+    genes = space.sample(rng, config.search.samples)
+    measured = measure(space, genes)
+    samples[name] = measured
+    for r in range(config.search.rounds):
+      predictor = search.fit_predictor(space.features(genes, x.shape[1]), measured[:, 0], config.predictor,
+                                       config.seed)
+      front = search.nsga2(space, lambda g: np.column_stack([predictor.predict(space.features(g, x.shape[1])),
+                                                             cost(space, g)]),
+                           len(OBJECTIVES), pop_size=config.search.population,
+                           generations=config.search.generations, seed=config.seed + r)
+      predicted = predictor.predict(space.features(front, x.shape[1]))
+      front_measured = measure(space, front)
+      genes, measured = np.concatenate([genes, front]), np.concatenate([measured, front_measured])
+    result[f"{name}/predictor_error_mae"] = float(np.abs(predicted - front_measured[:, 0]).mean())
+    # The baseline's architectures, found in FP32, are then quantised to INT8 everywhere.
+    fronts[name] = measure(space, front, 8) if name == "baseline" else front_measured
+    result[f"{name}/front_size"] = float(len(front))
+    result[f"{name}/best_error"] = float(fronts[name][:, 0].min())
+    for k, objective in enumerate(OBJECTIVES[1:], 1):
+      result[f"{name}/min_{objective}"] = float(fronts[name][:, k].min())
+
+  # Both fronts in one normalised space (the union's range per objective) with one reference point.
+  union = np.concatenate(list(fronts.values()))
+  lo, hi = union.min(0), union.max(0)
+  ref = np.full(len(OBJECTIVES), 1.1)
+  for name, front in fronts.items():
+    result[f"hv/{name}"] = search.hypervolume((front - lo) / np.where(hi > lo, hi - lo, 1.0), ref)
+  result["hv/ratio"] = result["hv/joint"] / max(result["hv/baseline"], 1e-12)
+  result.update(gains(fronts["joint"], fronts["baseline"]))
+  result.update(check_latency(net, params, latency, config, x))
+  writer.write(config.total_steps, result)
+  writer.close()
+  plot(fronts, samples["joint"], os.path.join(workdir, "simq_nas_fronts.png"))
+  return result
+
+
+def gains(joint: np.ndarray, baseline: np.ndarray) -> Dict[str, float]:
+  """The paper's measure: for each baseline point, the joint front's smallest size / latency at no higher
+  error; the largest ratio over the baseline front ("up to"), and the ratio at its most accurate point."""
+  out: Dict[str, float] = {}
+  for k, objective in ((1, "latency"), (2, "size")):
+    ratios = [p[k] / joint[joint[:, 0] <= p[0], k].min() if np.any(joint[:, 0] <= p[0]) else 0.0 for p in baseline]
+    out[f"gain/{objective}_max"] = float(max(ratios))
+    out[f"gain/{objective}_at_best_error"] = float(ratios[int(np.argmin(baseline[:, 0]))])
+  return out
+
+
+def check_latency(net, params, latency: search.LatencyModel, config, x) -> Dict[str, float]:
+  """Whole deployed subnets timed end to end against the summed per-layer model (smallest and largest
+  subnet, all layers INT8)."""
+  out: Dict[str, float] = {}
+  num_layers = len(net.layer_names())
+  calibrate = jax.jit(lambda arch: supernet.calibrate(net, params, arch, x[:config.calibration]))
+  for name, largest in (("smallest", False), ("largest", True))[:config.latency.end_to_end]:
+    arch = {k: np.asarray(v) for k, v in supernet.extreme_arch(net, largest).items()}
+    ranges = calibrate(arch)
+    bits = np.full((num_layers,), 8)
+    measured = search.end_to_end_latency(net, params, arch, bits, ranges, batch=config.latency.batch,
+                                         repeats=config.latency.repeats)
+    fi, fo, on = supernet.layer_shapes(net, arch, x.shape[1])
+    out[f"latency/{name}_end_to_end_ms"] = measured * 1e3
+    out[f"latency/{name}_model_ms"] = float(latency.latency(fi, fo, on, bits)) * 1e3
+  return out
+
+
+def plot(fronts, samples, path: str):
+  plt = plots.pyplot()
+  fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
+  for ax, k in zip(axes, (1, 2)):
+    ax.scatter(samples[:, k], samples[:, 0], s=6, c="lightgray", label="random joint candidates")
+    for name, marker in (("joint", "o"), ("baseline", "s")):
+      front = fronts[name][np.argsort(fronts[name][:, k])]
+      label = "joint arch + policy" if name == "joint" else "arch search, then all INT8"
+      ax.scatter(front[:, k], front[:, 0], marker=marker, s=18, label=label)
+    ax.set_xlabel(OBJECTIVES[k].replace("_", " (") + ")")
+    ax.set_xscale("log")
+  axes[0].set_ylabel("held-out error")
+  axes[0].legend(fontsize=7)
+  plots.save(fig, path)
+
+
+def main(argv=None):
+  return run_experiment(get_config, run, argv)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,210 @@
+"""SimQ-NAS's search: joint architecture + quantisation-policy encoding, measurements, light predictors and
+NSGA-II over them.
+
+Sridhar, Szankin, Chen, Sundaresan, Sarah, "SimQ-NAS: Simultaneous Quantization Policy and Neural
+Architecture Search", arXiv:2312.13301, 2023, built on Intel Labs' DyNAS-T: measure a few hundred random
+subnets, fit lightly trained predictors of each objective, run NSGA-II (pymoo's) on the predictors, measure
+the predicted front.
+
+- `SearchSpace`: integer genes = depth per stage, width index per stage, expansion index per block and,
+  for the joint search, one bit-width index per layer (genes of skipped layers are inert).
+- Accuracy is measured on the masked, post-training-quantised supernet: one compiled function for every
+  subnet and policy, calibration included.
+- Latency is measured on this CPU per layer, as OFA's latency lookup table: dense layers of the deployed
+  form (`quant.policy.integer_dense`, or a float product) are timed at a few shapes, a per-kernel cost
+  model in the multiply-adds is fitted to them, and a subnet's latency is the sum over its layers (our
+  reading: timing every subnet, or every layer shape, compiles one function per shape, seconds each
+  here; `end_to_end_latency` checks the sum against whole deployed subnets). Size is exact
+  (`quant.policy.size_bits`), so it needs no predictor.
+"""
+import time
+from typing import Callable, Dict, Optional, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.optimize
+from pymoo.algorithms.moo.nsga2 import NSGA2
+from pymoo.core.problem import Problem
+from pymoo.indicators.hv import HV
+from pymoo.operators.crossover.sbx import SBX
+from pymoo.operators.mutation.pm import PM
+from pymoo.operators.repair.rounding import RoundingRepair
+from pymoo.operators.sampling.rnd import IntegerRandomSampling
+from pymoo.optimize import minimize
+
+from inception_zoo.errors import UserError
+from inception_zoo.nas import supernet
+from inception_zoo.quant import policy
+
+
+class SearchSpace:
+  """Integer genes of `net`'s subnets, with a per-layer bit-width gene from `bit_choices` (None: FP32)."""
+
+  def __init__(self, net: supernet.ElasticMLP, bit_choices: Optional[Sequence[int]] = None):
+    if bit_choices is not None:
+      policy.check_bits(bit_choices)
+    self.net, self.bit_choices = net, None if bit_choices is None else tuple(bit_choices)
+    self.num_layers = len(net.layer_names())
+    upper = [net.max_depth - 1] * net.stages + [len(net.widths) - 1] * net.stages
+    upper += [len(net.expansions) - 1] * (net.stages * net.max_depth)
+    upper += [] if bit_choices is None else [len(bit_choices) - 1] * self.num_layers
+    self.upper = np.asarray(upper)
+
+  def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+    return rng.integers(0, self.upper + 1, size=(n, len(self.upper)))
+
+  def decode(self, genes) -> Tuple[Dict[str, np.ndarray], np.ndarray]:
+    """(arch with a leading candidate axis, bits (candidates, layers))."""
+    g = np.asarray(genes, np.int64).reshape(-1, len(self.upper))
+    net, s, d = self.net, self.net.stages, self.net.max_depth
+    arch = {"depth": g[:, :s] + 1, "width": np.asarray(net.widths)[g[:, s:2 * s]],
+            "expand": np.asarray(net.expansions)[g[:, 2 * s:2 * s + s * d]].reshape(-1, s, d)}
+    bits = (np.full((len(g), self.num_layers), policy.FULL) if self.bit_choices is None
+            else np.asarray(self.bit_choices)[g[:, 2 * s + s * d:]])
+    return arch, bits
+
+  def features(self, genes, in_features: int) -> np.ndarray:
+    """Predictor inputs: depth, width and expansion values, then per layer its weights and bits (0 when
+    the subnet skips it)."""
+    arch, bits = self.decode(genes)
+    fan_in, fan_out, active = supernet.layer_shapes(self.net, arch, in_features)
+    return np.concatenate([arch["depth"], arch["width"], arch["expand"].reshape(len(bits), -1),
+                           fan_in * fan_out * active, bits * active], axis=1).astype(np.float64)
+
+
+def accuracy_fn(net: supernet.ElasticMLP, x_cal, x, y, chunk: int = 16) -> Callable:
+  """f(params, arch, bits) -> top-1 per candidate: calibrate each subnet on `x_cal` in full precision,
+  quantise it with its policy, evaluate on (x, y). Candidates go through `chunk` at a time (one compile)."""
+
+  def one(params, arch, bits):
+    ranges = supernet.calibrate(net, params, arch, x_cal)
+    logits = net.apply({"params": params}, x, arch, bits, ranges)
+    return jnp.mean(jnp.argmax(logits, -1) == y)
+
+  batched = jax.jit(jax.vmap(one, in_axes=(None, 0, 0)))
+
+  def evaluate(params, arch, bits) -> np.ndarray:
+    n = len(bits)
+    pad = -n % chunk  # repeat the last candidate so every call has the compiled shape
+    arch = {k: np.concatenate([v, np.repeat(v[-1:], pad, 0)]) for k, v in arch.items()}
+    bits = np.concatenate([bits, np.repeat(bits[-1:], pad, 0)])
+    out = [batched(params, {k: v[i:i + chunk] for k, v in arch.items()}, bits[i:i + chunk])
+           for i in range(0, n + pad, chunk)]
+    return np.concatenate([np.asarray(o) for o in out])[:n]
+
+  return evaluate
+
+
+def _min_time(fn, x, repeats: int) -> float:
+  """Fastest of `repeats` timed runs after a warm-up: other processes on the CPU only ever add time, so
+  the minimum is the least disturbed estimate of the kernel's own cost."""
+  jax.block_until_ready(fn(x))  # compile and warm up
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(x))
+    times.append(time.perf_counter() - start)
+  return float(np.min(times))
+
+
+class LatencyModel:
+  """Seconds of a deployed dense layer (+ ReLU) on `batch` rows on this CPU, for FP32 and for the INT8
+  kernel: `samples` layer shapes per kernel, spread over the search space's shapes by multiply-adds,
+  are timed (fastest of `repeats` runs), and t = c0 + c1 MACs + c2 (fan_in + fan_out) is fitted by
+  non-negative least squares per kernel (timing every shape would compile one function per shape)."""
+
+  def __init__(self, shapes: np.ndarray, *, batch: int = 256, samples: int = 6, repeats: int = 7,
+               seed: int = 0):
+    shapes = np.unique(np.asarray(shapes, np.int64).reshape(-1, 2), axis=0)
+    shapes = shapes[np.argsort(shapes.prod(1), kind="stable")]
+    picked = shapes[np.unique(np.linspace(0, len(shapes) - 1, min(samples, len(shapes))).round().astype(int))]
+    rng = np.random.default_rng(seed)
+    self.batch, self.measured, self.coef = batch, {}, {}
+    for quantised in (False, True):
+      times = [self._time(int(i), int(o), quantised, rng, repeats) for i, o in picked]
+      self.measured[quantised] = (picked, np.asarray(times))
+      self.coef[quantised] = scipy.optimize.nnls(self._design(picked[:, 0], picked[:, 1]), np.asarray(times))[0]
+
+  def _design(self, fan_in, fan_out):
+    fan_in, fan_out = np.asarray(fan_in, np.float64), np.asarray(fan_out, np.float64)
+    return np.stack([np.ones_like(fan_in), self.batch * fan_in * fan_out * 1e-6,
+                     self.batch * (fan_in + fan_out) * 1e-3], -1)
+
+  def _time(self, fan_in: int, fan_out: int, quantised: bool, rng, repeats: int) -> float:
+    x = jnp.asarray(rng.uniform(0, 1, (self.batch, fan_in)), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(fan_in, fan_out)) / np.sqrt(fan_in), jnp.float32)
+    bias = jnp.zeros((fan_out,))
+    if quantised:
+      packed, act_range = policy.pack_weight(kernel, 8), jnp.array([0.0, 1.0])
+      fn = jax.jit(lambda x: jax.nn.relu(policy.integer_dense(x, packed, bias, 8, act_range)))
+    else:
+      fn = jax.jit(lambda x: jax.nn.relu(x @ kernel + bias))
+    return _min_time(fn, x, repeats)
+
+  def latency(self, fan_in, fan_out, active, bits) -> np.ndarray:
+    """One call's overhead plus, over the active layers (last axis), the fitted per-layer costs; the
+    intercept is the dispatch of one compiled call, paid once by a whole network, so it is not summed.
+    INT4 layers run the INT8 kernel."""
+    design = self._design(fan_in, fan_out)[..., 1:]
+    per_layer = np.where(np.asarray(bits) < policy.FULL, design @ self.coef[True][1:], design @ self.coef[False][1:])
+    overhead = (self.coef[True][0] + self.coef[False][0]) / 2
+    return overhead + (per_layer * np.asarray(active, bool)).sum(-1)
+
+
+def end_to_end_latency(net: supernet.ElasticMLP, params, arch, bits, ranges, batch: int = 1024,
+                       repeats: int = 15) -> float:
+  """Seconds of the whole deployed subnet (sliced weights, int8 kernels for quantised layers)."""
+  names = net.layer_names()
+  layers = supernet.subnet_layers(net, params, arch)
+  bits = {n: int(b) for n, b in zip(names, bits)}
+  ranges = dict(zip(names, ranges))
+  layers = {n: (policy.pack_weight(k, 8) if bits[n] < policy.FULL else k, b) for n, (k, b) in layers.items()}
+  in_features = params[names[0]]["kernel"].shape[0]
+  x = jnp.asarray(np.random.default_rng(0).uniform(0, 1, (batch, in_features)), jnp.float32)
+  fn = jax.jit(lambda x: supernet.dense_forward(net, layers, arch, x, bits, ranges, integer=True))
+  return _min_time(fn, x, repeats)
+
+
+def fit_predictor(features: np.ndarray, target: np.ndarray, kind: str = "gbm", seed: int = 0):
+  """A lightly trained sklearn regressor (DyNAS-T's predictor families)."""
+  from sklearn.ensemble import GradientBoostingRegressor
+  from sklearn.linear_model import RidgeCV
+  from sklearn.pipeline import make_pipeline
+  from sklearn.preprocessing import StandardScaler
+  makers = {"gbm": lambda: GradientBoostingRegressor(n_estimators=100, max_depth=3, learning_rate=0.1,
+                                                     subsample=0.8, random_state=seed),
+            "ridge": lambda: make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 3, 13)))}
+  if kind not in makers:
+    raise UserError(f"unknown predictor '{kind}' ({', '.join(makers)})")
+  return makers[kind]().fit(features, target)
+
+
+class _Objectives(Problem):
+
+  def __init__(self, space: SearchSpace, objectives: Callable[[np.ndarray], np.ndarray], num_objectives: int):
+    super().__init__(n_var=len(space.upper), n_obj=num_objectives, xl=np.zeros(len(space.upper)),
+                     xu=space.upper.astype(float), vtype=int)
+    self.objectives = objectives
+
+  def _evaluate(self, x, out, *args, **kwargs):
+    out["F"] = self.objectives(np.round(x).astype(np.int64))
+
+
+def nsga2(space: SearchSpace, objectives: Callable[[np.ndarray], np.ndarray], num_objectives: int, *,
+          pop_size: int = 50, generations: int = 30, seed: int = 0) -> np.ndarray:
+  """pymoo's NSGA-II over the integer genes (SBX and polynomial mutation with rounding, pymoo's recipe
+  for integer variables); `objectives(genes (n, genes)) -> (n, objectives)`, all minimised. Returns the
+  genes of the final non-dominated set."""
+  algorithm = NSGA2(pop_size=pop_size, sampling=IntegerRandomSampling(),
+                    crossover=SBX(prob=1.0, eta=3.0, vtype=float, repair=RoundingRepair()),
+                    mutation=PM(prob=1.0, eta=3.0, vtype=float, repair=RoundingRepair()),
+                    eliminate_duplicates=True)
+  result = minimize(_Objectives(space, objectives, num_objectives), algorithm, ("n_gen", generations),
+                    seed=seed, verbose=False)
+  return np.unique(np.round(np.atleast_2d(result.X)).astype(np.int64), axis=0)
+
+
+def hypervolume(points: np.ndarray, ref_point: np.ndarray) -> float:
+  """Hypervolume dominated by `points` (minimised objectives) up to `ref_point` (pymoo's indicator)."""
+  return float(HV(ref_point=np.asarray(ref_point, np.float64))(np.asarray(points, np.float64)))
