@@ -32,6 +32,8 @@ _LEAF = {("params", "kernel"): "weight", ("params", "scale"): "weight", ("params
          # Swin V2 attention: q/v biases and the per-head logit scale, plain parameters in timm
          ("params", "q_bias"): "q_bias", ("params", "v_bias"): "v_bias",
          ("params", "logit_scale"): "logit_scale",
+         # Swin V1 attention (DRCT): the relative-position bias table, stored per head in Flax
+         ("params", "relative_position_bias_table"): "relative_position_bias_table",
          ("batch_stats", "mean"): "running_mean", ("batch_stats", "var"): "running_var"}
 # Counters, and the buffers Swin V2 derives from its window and input size (relative coordinates,
 # their index, the shift mask): the Flax model computes them at trace time, and checkpoints saved
