@@ -1,0 +1,1 @@
+"""Evaluation of generative models (FID, Inception Score)."""
