@@ -60,8 +60,15 @@ def read_metrics(workdir: str) -> List[Dict[str, Any]]:
     return [json.loads(line) for line in f if line.strip()]
 
 
-def check_finite(step: int, loss: float):
-  if not math.isfinite(loss):
-    raise NonFiniteLoss(f"loss became {loss} at step {step}; the update was not applied and the last "
-                        f"checkpoint is intact (resume with a lower learning rate, e.g. "
-                        f"--config.schedule.base_lr=...)")
+def check_finite(step: int, loss: float, grad_norm: float = 0.0):
+  """Stops a run at its first non-finite loss, or gradient: on CPU a ReLU can turn NaN activations into
+  zeros, so NaN inputs may leave the loss finite and poison only the gradients."""
+  if not math.isfinite(grad_norm) and math.isfinite(loss):
+    what = f"gradient norm became {grad_norm} (loss {loss:.4g})"
+  elif not math.isfinite(loss):
+    what = f"loss became {loss}"
+  else:
+    return
+  raise NonFiniteLoss(f"{what} at step {step}; the update was not applied and the last "
+                      f"checkpoint is intact (resume with a lower learning rate, e.g. "
+                      f"--config.schedule.base_lr=...)")

@@ -229,7 +229,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     nonlocal count
     for step, metrics in pending:
       metrics = jax.device_get(metrics)
-      check_finite(step, float(metrics["loss"]))
+      check_finite(step, float(metrics["loss"]), float(metrics.get("grad_norm", 0.0)))
       for k, v in metrics.items():
         sums[k] = sums.get(k, 0.0) + float(v)
       count += 1
