@@ -20,12 +20,14 @@ def pytest_configure(config):
 
 @pytest.fixture
 def digits_config():
-  """A small, fast classification config on embedded digits (1/16-width Inception-v4 with one block
-  per stage, 1 device)."""
+  """A small, fast classification config on embedded digits: the Inception experiment's trainer settings
+  (RMSProp, warm-up, EMA, clipping) with the 7-layer CIFAR ResNet at 8x8 (`run_helpers.SMALL_NET`), 1 device."""
   from experiments.common_inception import inception_config
+  from inception_zoo.main import apply_override
+  from run_helpers import SMALL_NET
   c = inception_config("inception_v4", "runlocal")
-  c.model.width = 0.0625
-  c.model.depths = (1, 1, 1)
+  for field, text in SMALL_NET.items():
+    apply_override(c, field, text)
   c.input.batch_size = 32
   c.input.eval_batch_size = 120
   c.schedule.warmup_epochs = 0.2

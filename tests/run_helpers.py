@@ -11,6 +11,16 @@ from inception_zoo import ckpt
 TINY = ["--config=runlocal", "--config.model.width=0.0625", "--config.model.depths=(1, 1, 1)",
         "--config.input.batch_size=32", "--config.schedule.warmup_epochs=0.2", "--config.log_every=1",
         "--config.checkpoint_every=3"]
+# Where the trainer, not the network, is under test and a step's speed does not matter: a 7-layer CIFAR
+# ResNet on the 8x8 digits compiles in seconds, where the tiny Inception-v4 at 75x75 takes about a minute
+# per process. (Tests that kill a run mid-way keep the Inception: its slower steps give them time to.)
+SMALL_NET = {"model_name": "resnet20", "model": "{'depth': 8, 'widths': (8, 16, 32)}",
+             "input.pp_train": "gray_to_rgb|value_range(-1, 1)",
+             "input.pp_eval": "gray_to_rgb|value_range(-1, 1)"}
+
+
+def flags(overrides):
+  return [f"--config.{field}={text}" for field, text in overrides.items()]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -61,11 +61,8 @@ def restored_on(config, workdir):
 
 
 def test_checkpoint_restores_onto_another_mesh_and_training_continues(digits_config, tmp_path):
-  """8-device data parallelism -> 4-device FSDP (trains on) -> 8-device data parallelism.
-
-  Inception-ResNet-v2 here: the tiny plain Inception-v4's first steps amplify float reordering (its
-  stem gradients start ~1000x the head's), which would blur the comparison with the straight run."""
-  digits_config.update(model_name="inception_resnet_v2", fsdp_min_size=256, total_steps=4)
+  """8-device data parallelism -> 4-device FSDP (trains on) -> 8-device data parallelism."""
+  digits_config.update(fsdp_min_size=256, total_steps=4)
   digits_config.mesh.data = 8
   classification.train_and_evaluate(digits_config, str(tmp_path / "straight"))
   moved = str(tmp_path / "moved")
@@ -75,7 +72,7 @@ def test_checkpoint_restores_onto_another_mesh_and_training_continues(digits_con
   digits_config.mesh.update(data=2, fsdp=2)  # 4 of the 8 devices, parameters sliced over 2
   digits_config.total_steps = 4
   state = restored_on(digits_config, moved)
-  kernel = state.params["conv2d_7b"]["conv"]["kernel"]  # (1, 1, 130, 96)
+  kernel = state.params["layer3"]["layers_0"]["conv2"]["kernel"]  # (3, 3, 32, 32)
   assert kernel.sharding.spec == P(None, None, "fsdp", None)  # the largest dimension 2 divides
   assert len(kernel.sharding.device_set) == 4
   assert {s.data.size for s in kernel.addressable_shards} == {kernel.size // 2}
@@ -88,5 +85,5 @@ def test_checkpoint_restores_onto_another_mesh_and_training_continues(digits_con
 
   digits_config.mesh.update(data=8, fsdp=1)  # FSDP -> data parallelism on all 8 devices
   state = restored_on(digits_config, moved)
-  assert state.params["conv2d_7b"]["conv"]["kernel"].sharding.spec == P()
+  assert state.params["layer3"]["layers_0"]["conv2"]["kernel"].sharding.spec == P()
   assert_bitwise(as_dict(state), final_state(moved, 4))

@@ -37,7 +37,7 @@ def step_on(config, mesh_axes, initial, fsdp_min_size=2 ** 14, rules=sharding.DE
 
 def test_data_parallel_and_fsdp_equal_single_device(digits_config):
   model, _, tx = parts(digits_config)
-  state, _ = init_state(model, tx, (75, 75, 3), sharding.make_mesh({"data": 1}),
+  state, _ = init_state(model, tx, (8, 8, 3), sharding.make_mesh({"data": 1}),
                         sharding.DEFAULT_RULES, seed=0)
   initial = jax.device_get(state)  # every layout starts from these values
   single, m1, _ = step_on(digits_config, {"data": 1}, initial)
@@ -50,14 +50,14 @@ def test_data_parallel_and_fsdp_equal_single_device(digits_config):
     chex.assert_trees_all_close(jax.device_get(other.batch_stats), jax.device_get(single.batch_stats),
                                 atol=1e-5, rtol=1e-5)
   # FSDP really slices the large kernels (and their optimizer moments) over the 4-way fsdp axis.
-  kernel = fsdp.params["features"]["layers_10"]["branch2_2"]["conv"]["kernel"]  # (1, 3, 28, 32)
-  assert kernel.shape == (1, 3, 28, 32)
+  kernel = fsdp.params["layer3"]["layers_0"]["conv1"]["kernel"]
+  assert kernel.shape == (3, 3, 16, 32)
   assert kernel.sharding.spec == P(None, None, None, "fsdp")
-  assert {s.data.shape for s in kernel.addressable_shards} == {(1, 3, 28, 8)}
+  assert {s.data.shape for s in kernel.addressable_shards} == {(3, 3, 16, 8)}
   rows = sharding.describe(fsdp, shardings)
   sliced = [r for r in rows if "fsdp" in r[2]]
   assert any(r[0].startswith("opt_state/") for r in sliced) and any(r[0].startswith("params/") for r in sliced)
-  small = fsdp.params["features"]["layers_0"]["bn"]["scale"]  # 2 values: replicated
+  small = fsdp.params["bn1"]["scale"]  # 8 values: replicated
   assert small.sharding.spec == P()
 
 
