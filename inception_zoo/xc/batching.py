@@ -1,0 +1,174 @@
+"""NGAME's negative-mining-aware mini-batching (Dahiya et al., "NGAME: Negative Mining-aware
+Mini-batching for Extreme Classification", WSDM 2023, Sec. 3; official code
+Extreme-classification/ngame, `libs/shortlist.py: ClusteringIndex`, `libs/loss.py`).
+
+Every `tau` epochs the training points are clustered on their current embeddings into balanced clusters
+(recursive balanced 2-means on unit vectors, pyxclib's `cluster_balance` with `b_kmeans_dense`); an
+epoch shuffles the clusters and cuts their concatenation into mini-batches, so a batch holds few clusters
+of similar points, and the positive labels of a point's neighbours are its in-batch negatives: hard ones,
+at no mining cost. The cluster size follows a curriculum: 1 (random batches) until the first curriculum
+epoch, doubled at each listed epoch (the official LF-AmazonTitles-131K schedule: epochs 10, 20, 25, 50,
+75, 100, 125, 150, 200; refresh every 5 epochs).
+
+Each point brings one positive label drawn from its labels (the official doc-side batching); the loss
+is the official triplet margin loss with online hard negative mining: per point, the `k` most similar
+in-batch labels that are not among its positives, hinge max(0, s_neg - s_pos + margin), margin 0.3 in
+the first stage, each violating negative weighted by a softmax of its similarity / 0.1 (the authors'
+"aggressive" option), averaged over points and negatives.
+"""
+from typing import Any, Callable, List, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import scipy.sparse as sp
+
+from inception_zoo.errors import UserError
+from inception_zoo.train.state import TrainState
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+  return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def split_in_halves(x: np.ndarray, clusters: Sequence[np.ndarray], rng: np.random.Generator,
+                    tol: float = 1e-4, max_iter: int = 50) -> List[np.ndarray]:
+  """Splits every cluster (an array of row indices of `x`) in two halves whose sizes differ by at most
+  one, by spherical 2-means under a balance constraint (pyxclib's `b_kmeans_dense`): the members are
+  sorted by how much closer they are to one centroid than to the other and the sorted list is cut in
+  the middle; centroids are the normalised means of the halves. All clusters of one level of the
+  recursion are split together (padded to the largest), until the mean within-half similarity gains
+  less than `tol`. Returns the non-empty halves, two per cluster of two or more points."""
+  sizes = np.array([len(c) for c in clusters])
+  width, rows = int(sizes.max()), np.arange(len(clusters))
+  valid = np.arange(width)[None, :] < sizes[:, None]
+  index = np.zeros(valid.shape, np.int64)
+  index[valid] = np.concatenate(clusters)
+  pts = _unit(x[index]) * valid[..., None]
+  first = rng.integers(0, sizes)  # two distinct random members per cluster as the initial centroids
+  second = (first + 1 + rng.integers(0, np.maximum(sizes - 1, 1))) % sizes
+  centroids = pts[rows[:, None], np.stack([first, second], 1)]
+  half = ((sizes + 1) // 2)[:, None]
+  old = -np.inf
+  for _ in range(max_iter):
+    # Products as sums of elementwise products: batched matmuls of this shape are slower on CPU.
+    sim = np.stack([np.sum(pts * centroids[:, None, k], -1) for k in range(2)], -1)  # (C, W, 2)
+    order = np.argsort(np.where(valid, sim[..., 1] - sim[..., 0], np.inf), axis=1, kind="stable")
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(width)[None, :].repeat(len(rows), 0), 1)
+    halves = np.stack([rank < half, valid & (rank >= half)], 1).astype(pts.dtype)  # (C, 2, W)
+    new = np.sum(halves.transpose(0, 2, 1) * sim) / sizes.sum()
+    centroids = _unit(np.stack([np.sum(halves[:, k, :, None] * pts, 1) for k in range(2)], 1))
+    if new - old < tol:
+      break
+    old = new
+  ordered = np.take_along_axis(index, order, 1)
+  return [h for c in rows for h in (ordered[c, :half[c, 0]], ordered[c, half[c, 0]:sizes[c]]) if len(h)]
+
+
+def balanced_clusters(embeddings: np.ndarray, cluster_size: int, rng: np.random.Generator
+                      ) -> List[np.ndarray]:
+  """Recursive balanced 2-means down to clusters of about `cluster_size` points (the number of clusters
+  is the power of two nearest to n / cluster_size; all sizes within one of each other)."""
+  n = len(embeddings)
+  if cluster_size < 1:
+    raise UserError(f"cluster size {cluster_size} < 1")
+  depth = max(0, int(round(np.log2(n / cluster_size))))
+  clusters = [np.arange(n)]
+  for _ in range(depth):
+    clusters = split_in_halves(embeddings, clusters, rng)
+  return clusters
+
+
+def cluster_size_at(epoch: int, curriculum: Sequence[int], initial: int = 1) -> int:
+  """The curriculum: `initial`, doubled at each epoch of `curriculum` reached."""
+  return initial * 2 ** sum(epoch >= e for e in curriculum)
+
+
+def refresh_due(epoch: int, curriculum: Sequence[int], tau: int) -> bool:
+  """Clusters are recomputed every `tau` epochs from the first curriculum epoch on (official rule)."""
+  return bool(curriculum) and epoch >= curriculum[0] and epoch % tau == 0
+
+
+def epoch_batches(clusters: Sequence[np.ndarray], batch_size: int, rng: np.random.Generator) -> np.ndarray:
+  """(steps, batch_size) point indices: the clusters in random order, concatenated, cut every
+  `batch_size` points (the incomplete last batch is dropped: one compiled shape)."""
+  order = np.concatenate([clusters[i] for i in rng.permutation(len(clusters))])
+  steps = len(order) // batch_size
+  if steps == 0:
+    raise UserError(f"batch size {batch_size} is larger than the {len(order)} training points")
+  return order[:steps * batch_size].reshape(steps, batch_size)
+
+
+def sample_positives(y: sp.csr_matrix, points: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  """One label drawn uniformly from each point's labels (points without labels are not allowed)."""
+  y = sp.csr_matrix(y)
+  starts, counts = y.indptr[points], np.diff(y.indptr)[points]
+  if np.any(counts == 0):
+    raise UserError("training points without labels cannot be batched; drop them first")
+  return y.indices[starts + (rng.random(points.shape) * counts).astype(np.int64)]
+
+
+def is_label(y: sp.csr_matrix, points: np.ndarray, labels: np.ndarray) -> np.ndarray:
+  """Bools of the broadcast shape of `points` and `labels`: whether each label is one of the point's."""
+  rows, cols = np.broadcast_arrays(points, labels)
+  return np.asarray(sp.csr_matrix(y)[rows.ravel(), cols.ravel()]).reshape(rows.shape) != 0
+
+
+def batch_targets(y: sp.csr_matrix, points: np.ndarray, labels: np.ndarray) -> np.ndarray:
+  """(..., B, B) bools: [i, j] = the j-th label of the batch is one of point i's labels."""
+  return is_label(y, points[..., :, None], labels[..., None, :])
+
+
+def triplet_margin_ohnm(pos_sim: jax.Array, sims: jax.Array, negative: jax.Array, margin: float,
+                        k: int, tau: float = 0.1) -> jax.Array:
+  """Official `TripletMarginLossOHNM` with `apply_softmax`: pos_sim (B,), sims (B, M) candidate
+  similarities, negative (B, M) which candidates may serve as negatives; the k hardest of them."""
+  k = min(k, sims.shape[-1])
+  masked = jnp.where(negative, sims, -10.0)  # the official fill: never among the top k if negatives exist
+  sim_n, _ = jax.lax.top_k(masked, k)
+  loss = jnp.maximum(0.0, sim_n - pos_sim[:, None] + margin)
+  # Softmax over the violators' similarities (non-violators enter with logit 0, as in the official code).
+  weights = jax.nn.softmax(jnp.where(loss > 0, sim_n, 0.0) / tau, axis=-1)
+  return jnp.mean(loss * weights)  # the weights are not detached, as in the official code
+
+
+def hardest_negative(sims: jax.Array, negative: jax.Array) -> jax.Array:
+  """Per row, the similarity of the most similar negative (-1 where a row has none)."""
+  return jnp.max(jnp.where(negative, sims, -1.0), axis=-1)
+
+
+def init_state(params, tx: optax.GradientTransformation, seed: int = 0) -> TrainState:
+  return TrainState(step=jnp.zeros([], jnp.int32), params=params, batch_stats={}, opt_state=tx.init(params),
+                    ema_params=params, rng=jax.random.key_data(jax.random.key(seed)))
+
+
+def make_train_epoch(encode: Callable[[Any, Any], jax.Array], tx: optax.GradientTransformation,
+                     margin: float, num_negatives: int, tau: float = 0.1):
+  """Returns a jitted `epoch(state, point_inputs, label_inputs, points, labels, targets)` that scans the
+  siamese steps over (steps, B) point and positive-label indices and their (steps, B, B) targets;
+  `encode(params, inputs) -> unit embeddings`. Returns (state, {'loss', 'hardness'} per step), where
+  hardness is the mean similarity of each point's hardest in-batch negative label."""
+
+  def loss_fn(params, point_inputs, label_inputs, points, labels, targets):
+    take = lambda inputs, idx: jax.tree.map(lambda a: a[idx], inputs)
+    docs, lbls = encode(params, take(point_inputs, points)), encode(params, take(label_inputs, labels))
+    sims = docs @ lbls.T
+    loss = triplet_margin_ohnm(jnp.diagonal(sims), sims, ~targets, margin, num_negatives, tau)
+    hard = jnp.mean(hardest_negative(sims, ~targets))
+    return loss, hard
+
+  def step(state: TrainState, batch):
+    (loss, hard), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, *batch)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=params), \
+        {"loss": loss, "hardness": hard}
+
+  @jax.jit
+  def epoch(state, point_inputs, label_inputs, points, labels, targets):
+    return jax.lax.scan(lambda s, b: step(s, (point_inputs, label_inputs) + b), state,
+                        (points, labels, targets))
+
+  return epoch

@@ -1,0 +1,227 @@
+"""Paper 6, NGAME: XC metrics against per-row loops, the DistilBERT encoder against transformers, balanced
+clustering against its definition and scikit-learn's KMeans, the loss against a numpy transcription of
+the official one, stage 2 and the LF readers, and the synthetic claim (clustered > random batches)."""
+import numpy as np
+import jax
+import jax.numpy as jnp
+import pytest
+import scipy.sparse as sp
+import torch
+import transformers
+from sklearn.cluster import KMeans
+from sklearn.metrics import adjusted_rand_score
+
+from experiments import ngame
+from inception_zoo.errors import UserError
+from inception_zoo.xc import batching, classifier, data, encoder, metrics
+
+
+def _random_labels(rng, n=40, num_labels=25):
+  y = (rng.random((n, num_labels)) < 0.12).astype(np.float32)
+  y[0] = 0  # a point without labels counts 0, as pyxclib
+  return y
+
+
+def test_metrics_match_per_row_loops():
+  rng = np.random.default_rng(0)
+  y = _random_labels(rng)
+  scores = rng.standard_normal(y.shape)
+  ranked = metrics.top_k(scores, 5)
+  np.testing.assert_array_equal(ranked, np.argsort(-scores, axis=1)[:, :5])
+  counts = y.sum(0)
+  inv = metrics.inverse_propensity(sp.csr_matrix(y))
+  c = (np.log(len(y)) - 1) * 2.5 ** 0.55
+  np.testing.assert_allclose(inv, [1 + c * (n_l + 1.5) ** -0.55 for n_l in counts])
+  for k in (1, 3, 5):
+    p = np.mean([sum(y[i, ranked[i, j]] for j in range(k)) / k for i in range(len(y))])
+    ndcg = []
+    for i in range(len(y)):
+      dcg = sum(y[i, ranked[i, j]] / np.log2(j + 2) for j in range(k))
+      ideal = sum(1 / np.log2(j + 2) for j in range(int(min(k, y[i].sum()))))
+      ndcg.append(dcg / ideal if ideal else 0.0)
+    gained = np.mean([sum(y[i, ranked[i, j]] * inv[ranked[i, j]] for j in range(k)) for i in range(len(y))])
+    best = np.mean([sum(sorted(inv[y[i] > 0], reverse=True)[:k]) for i in range(len(y))])
+    for labels in (y, sp.csr_matrix(y)):
+      got = metrics.xc_metrics(ranked, labels, inv, ks=(k,))
+      assert got[f"P@{k}"] == pytest.approx(p) and got[f"nDCG@{k}"] == pytest.approx(np.mean(ndcg))
+      assert got[f"PSP@{k}"] == pytest.approx(gained / best)
+
+
+def test_metrics_hand_case():
+  y = np.array([[1, 0, 1, 0]])
+  ranked = np.array([[0, 1, 2]])
+  r = metrics.xc_metrics(ranked, y, np.array([1.0, 1.0, 3.0, 1.0]), ks=(1, 3))
+  assert r["P@1"] == 1.0 and r["P@3"] == pytest.approx(2 / 3)
+  assert r["nDCG@3"] == pytest.approx((1 + 1 / np.log2(4)) / (1 + 1 / np.log2(3)))
+  assert r["PSP@1"] == pytest.approx(1 / 3)  # label 2 (inverse propensity 3) would have been the best first
+  with pytest.raises(UserError, match="the metrics need 5"):
+    metrics.xc_metrics(ranked, y, np.ones(4))
+
+
+def test_distilbert_encoder_matches_transformers():
+  cfg = transformers.DistilBertConfig(vocab_size=100, max_position_embeddings=16, dim=32, n_layers=2, n_heads=4,
+                                      hidden_dim=64)
+  torch.manual_seed(0)
+  reference = transformers.DistilBertModel(cfg).eval()
+  state_dict = {k: v.numpy() for k, v in reference.state_dict().items()}
+  ids = np.random.default_rng(0).integers(1, 100, (3, 10))
+  mask = np.ones((3, 10), np.int64)
+  mask[1, 6:], mask[2, 3:] = 0, 0
+  with torch.no_grad():
+    h = reference(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).last_hidden_state.numpy()
+  models = {pooling: encoder.DistilBertEncoder(vocab_size=100, max_positions=16, dim=32, layers=2, heads=4,
+                                              hidden=64, pooling=pooling) for pooling in ("mean", "cls")}
+  abstract = jax.eval_shape(models["mean"].init, jax.random.key(0), ids, mask)["params"]
+  params = encoder.distilbert_to_flax(state_dict, abstract)
+  (emb, aux), (cls, _) = jax.jit(lambda p: [m.apply({"params": p}, ids, mask) for m in models.values()])(params)
+  np.testing.assert_allclose(np.asarray(aux["last_hidden_state"]) * mask[..., None], h * mask[..., None], atol=1e-5)
+  unit = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)
+  np.testing.assert_allclose(emb, unit((h * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)), atol=1e-5)
+  np.testing.assert_allclose(cls, unit(h[:, 0]), atol=1e-5)
+  with pytest.raises(UserError, match="has no 'transformer.layer.1.ffn.lin1.weight'"):
+    encoder.distilbert_to_flax({k: v for k, v in state_dict.items() if "layer.1.ffn.lin1.w" not in k}, abstract)
+  with pytest.raises(UserError, match="unknown pooling"):
+    encoder.DistilBertEncoder(vocab_size=10, dim=8, layers=1, heads=2, hidden=8, pooling="max").init(
+        jax.random.key(0), ids[:, :4] % 10, mask[:, :4])
+
+
+def test_balanced_clusters_are_balanced_and_find_separated_groups():
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((1001, 8))
+  clusters = batching.balanced_clusters(x, 3, rng)
+  assert {len(c) for c in clusters} == {3, 4}  # 256 clusters, sizes within one
+  np.testing.assert_array_equal(np.sort(np.concatenate(clusters)), np.arange(1001))
+  # Four well-separated directions, 64 points each: the balanced split finds them, as KMeans does.
+  centers = np.eye(8)[:4] * 10
+  truth = np.repeat(np.arange(4), 64)
+  blobs = centers[truth] + rng.standard_normal((256, 8))
+  found = np.zeros(256, int)
+  for i, c in enumerate(batching.balanced_clusters(blobs, 64, rng)):
+    found[c] = i
+  kmeans = KMeans(4, n_init=4, random_state=0).fit_predict(blobs / np.linalg.norm(blobs, axis=1, keepdims=True))
+  assert adjusted_rand_score(truth, found) == 1.0 == adjusted_rand_score(truth, kmeans)
+
+
+def test_curriculum_and_batches_of_whole_clusters():
+  assert [batching.cluster_size_at(e, (10, 20, 25)) for e in (0, 9, 10, 20, 24, 25, 99)] == [1, 1, 2, 4, 4, 8, 8]
+  assert [e for e in range(30) if batching.refresh_due(e, (10, 20, 25), 5)] == [10, 15, 20, 25]
+  assert not batching.refresh_due(10, (), 5)
+  rng = np.random.default_rng(0)
+  clusters = [np.arange(i, i + 4) for i in range(0, 40, 4)]
+  batches = batching.epoch_batches(clusters, 8, rng)
+  assert batches.shape == (5, 8)
+  for b in batches:  # every batch is the union of two whole clusters
+    assert sorted({int(i) // 4 for i in b}) and all(np.sum(b // 4 == c) in (0, 4) for c in range(10))
+  with pytest.raises(UserError, match="larger than the 40"):
+    batching.epoch_batches(clusters, 64, rng)
+
+
+def test_positives_targets_and_hardest_negative():
+  rng = np.random.default_rng(1)
+  y = _random_labels(rng)[1:]
+  y[:, 0] = 1  # every point has a label
+  points = rng.permutation(len(y))[:32].reshape(4, 8)
+  labels = batching.sample_positives(sp.csr_matrix(y), points, rng)
+  assert np.all(y[points, labels] == 1)
+  targets = batching.batch_targets(sp.csr_matrix(y), points, labels)
+  np.testing.assert_array_equal(targets, y[points[:, :, None], labels[:, None, :]] > 0)
+  sims = rng.uniform(-1, 1, (8, 8))
+  expected = [max([sims[i, j] for j in range(8) if not targets[0, i, j]], default=-1.0) for i in range(8)]
+  np.testing.assert_allclose(batching.hardest_negative(sims, ~targets[0]), expected, rtol=1e-6)
+  with pytest.raises(UserError, match="without labels"):
+    batching.sample_positives(sp.csr_matrix(np.zeros((2, 3))), np.array([0, 1]), rng)
+
+
+def _official_ohnm(sims, pos, negative, margin, k, tau):
+  """libs/loss.py TripletMarginLossOHNM.forward with apply_softmax, transcribed to numpy per row."""
+  rows = []
+  for i in range(len(sims)):
+    filled = np.where(negative[i], sims[i], -10.0)
+    top = np.argsort(-filled, kind="stable")[:k]
+    loss = np.maximum(0.0, sims[i, top] - pos[i] + margin)
+    logits = np.where(loss != 0, sims[i, top] / tau, 0.0)
+    rows.append(loss * np.exp(logits) / np.exp(logits).sum())
+  return np.mean(rows)
+
+
+def test_triplet_loss_matches_the_official_loss():
+  rng = np.random.default_rng(2)
+  sims = rng.uniform(-1, 1, (6, 12)).astype(np.float32)
+  negative = rng.random((6, 12)) < 0.7
+  pos = np.diagonal(sims).copy()
+  got, grad = jax.jit(jax.value_and_grad(
+      lambda s: batching.triplet_margin_ohnm(jnp.diagonal(s), s, jnp.asarray(negative), 0.3, 4, 0.1)))(sims)
+  assert float(got) == pytest.approx(_official_ohnm(sims, pos, negative, 0.3, 4, 0.1), rel=1e-5)
+  assert np.all(np.asarray(grad)[~negative & ~np.eye(6, 12, dtype=bool)] == 0)  # positives only via the diagonal
+
+
+def test_stage_two_shortlist_classifiers_and_fusion():
+  rng = np.random.default_rng(3)
+  unit = lambda v: (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+  docs, labels_emb = unit(rng.standard_normal((30, 8))), unit(rng.standard_normal((50, 8)))
+  idx, sims = classifier.shortlist(docs, labels_emb, 7, chunk=10)
+  full = np.asarray(docs) @ np.asarray(labels_emb).T
+  np.testing.assert_array_equal(idx, np.argsort(-full, axis=1)[:, :7])
+  np.testing.assert_allclose(sims, np.sort(full, axis=1)[:, ::-1][:, :7], rtol=1e-5)
+  ranked, _ = classifier.fused_ranking(docs, labels_emb, labels_emb * 3.0, 7, beta=0.5)
+  np.testing.assert_array_equal(ranked, idx)  # classifiers still at their initialisation: same ranking
+  y = sp.csr_matrix(np.eye(30, 50) + np.eye(30, 50, 1))
+  positives, counts = classifier.padded_positives(y)
+  assert positives.shape == (30, 2) and np.all(counts == 2) and np.all(positives[:, 1] == positives[:, 0] + 1)
+  negative = ~batching.is_label(y, np.arange(30)[:, None], idx)
+  loss_fn = classifier.classifier_loss(docs, jnp.asarray(positives), jnp.asarray(counts), jnp.asarray(idx),
+                                       jnp.asarray(negative))
+  loss, grad = jax.jit(jax.value_and_grad(loss_fn))(labels_emb, jax.random.key(0))
+  assert loss > 0 and np.any(np.asarray(grad) != 0)
+
+
+def test_lf_dataset_reader(tmp_path):
+  (tmp_path / "trn_X_Y.txt").write_text("3 4\n0:1 2:1\n\n3:1.0\n")
+  (tmp_path / "tst_X_Y.txt").write_text("1 4\n1:1\n")
+  (tmp_path / "trn.raw.txt").write_text("red shoe\nblue hat\ngreen sock\n")
+  (tmp_path / "tst.raw.txt").write_text("caf\xe9 mug\n", encoding="latin-1")
+  (tmp_path / "lbl.raw.txt").write_text("a\nb\nc\nd\n")
+  (tmp_path / "filter_labels_test.txt").write_text("0 1\n")
+  d = data.load_lf_dataset(str(tmp_path))
+  np.testing.assert_array_equal(d["trn_labels"].toarray(), [[1, 0, 1, 0], [0, 0, 0, 0], [0, 0, 0, 1]])
+  assert d["tst_text"] == ["caf\xe9 mug"] and d["lbl_text"][3] == "d" and d["filter"].tolist() == [[0, 1]]
+  (tmp_path / "tst_X_Y.txt").write_text("2 4\n1:1\n")
+  with pytest.raises(UserError, match="announces 2 rows, the file has 1"):
+    data.load_lf_dataset(str(tmp_path))
+  (tmp_path / "tst_X_Y.txt").write_text("1 4 7\n1:1\n")
+  with pytest.raises(UserError, match="header should be"):
+    data.load_lf_dataset(str(tmp_path))
+
+
+def test_synthetic_set_is_grouped_and_long_tailed():
+  d = data.synthetic_xc(seed=0, num_groups=20, labels_per_group=10, num_train=2000, num_test=100)
+  y = d["y_train"]
+  assert d["x_train"].shape == (2000, 64) and d["label_x"].shape == (200, 64) and y.shape == (2000, 200)
+  assert np.all(np.diff(y.indptr) >= 1)
+  assert all(len(set(d["label_group"][y[i].indices])) == 1 for i in range(2000))  # one group per point
+  freq = np.sort(np.asarray(y.sum(0)).ravel())[::-1]
+  assert freq[0] > 5 * np.median(freq)  # a long tail
+
+
+def test_settings():
+  full = ngame.get_config()
+  assert full.data == "LF-AmazonTitles-131K" and full.batch_size == 1600 and full.margin == 0.3
+  assert ngame.get_config("wikipedia500k").propensity_a == 0.5
+  with pytest.raises(UserError, match=r"unknown setting 'x' \(runlocal, "):
+    ngame.get_config("x")
+  with pytest.raises(UserError, match="config only"):
+    ngame.run(full, "/tmp/unused")
+
+
+@pytest.mark.slow
+def test_clustered_batches_give_harder_negatives_and_higher_p1(tmp_path):
+  # Dahiya et al. 2023, Sec. 3-4, on the synthetic set (2,000 labels, 2,000 test points, mean of 2 seeds).
+  # Measured: TODO
+  r = ngame.main(["--config=runlocal", f"--workdir={tmp_path}"])
+  assert r["ngame/hardness"] > r["random/hardness"] + 0.1, r
+  assert r["ngame/same_embeddings/clustered_hardness"] > r["ngame/same_embeddings/random_hardness"] + 0.1
+  assert r["ngame/knn/P@1"] > r["random/knn/P@1"] + 0.015, r
+  for seed in (0, 1):
+    assert r[f"ngame/seed{seed}/knn/P@1"] > r[f"random/seed{seed}/knn/P@1"], r
+  assert r["ngame/fused/P@1"] > r["ngame/knn/P@1"]  # stage 2 improves on the embeddings alone
+  assert (tmp_path / "ngame_batching.png").exists()
