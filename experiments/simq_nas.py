@@ -53,7 +53,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.predictor = "gbm"
-  c.search = ml_collections.ConfigDict(dict(samples=150, rounds=2, population=40, generations=25))
+  c.search = ml_collections.ConfigDict(dict(samples=200, rounds=3, population=100, generations=30))
   if arg == "runlocal":
     c.name = "simq_nas_digits"
     c.supernet = ml_collections.ConfigDict(dict(kind="elastic_mlp", widths=(32, 48, 64), expansions=(1, 2, 3),
@@ -65,7 +65,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.num_random = 2  # sandwich rule: largest + smallest + 2 random subnets per step
     c.log_every = 100
     c.calibration = 256  # training images that calibrate the activation ranges
-    c.latency = ml_collections.ConfigDict(dict(batch=256, samples=6, repeats=7, end_to_end=2))
+    c.latency = ml_collections.ConfigDict(dict(batch=1024, samples=6, repeats=15, end_to_end=2))
     return c
   if arg is not None:
     raise UserError(f"unknown setting '{arg}' (runlocal, or none for the OFA ResNet-50 ImageNet search)")
@@ -133,20 +133,24 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
     genes = space.sample(rng, config.search.samples)
     measured = measure(space, genes)
     samples[name] = measured
+    found = []  # the genes of every round's predicted front
     for r in range(config.search.rounds):
       predictor = search.fit_predictor(space.features(genes, x.shape[1]), measured[:, 0], config.predictor,
                                        config.seed)
       front = search.nsga2(space, lambda g: np.column_stack([predictor.predict(space.features(g, x.shape[1])),
                                                              cost(space, g)]),
                            len(OBJECTIVES), pop_size=config.search.population,
-                           generations=config.search.generations, seed=config.seed + r)
+                           generations=config.search.generations, seed=config.seed + r,
+                           initial=search.best_measured(genes, measured, config.search.population))
       predicted = predictor.predict(space.features(front, x.shape[1]))
       front_measured = measure(space, front)
       genes, measured = np.concatenate([genes, front]), np.concatenate([measured, front_measured])
+      found.append(front)
     result[f"{name}/predictor_error_mae"] = float(np.abs(predicted - front_measured[:, 0]).mean())
+    found = np.unique(np.concatenate(found), axis=0)
     # The baseline's architectures, found in FP32, are then quantised to INT8 everywhere.
-    fronts[name] = measure(space, front, 8) if name == "baseline" else front_measured
-    result[f"{name}/front_size"] = float(len(front))
+    fronts[name] = measure(space, found, 8 if name == "baseline" else None)
+    result[f"{name}/front_size"] = float(len(found))
     result[f"{name}/best_error"] = float(fronts[name][:, 0].min())
     for k, objective in enumerate(OBJECTIVES[1:], 1):
       result[f"{name}/min_{objective}"] = float(fronts[name][:, k].min())

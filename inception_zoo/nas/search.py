@@ -4,7 +4,7 @@ NSGA-II over them.
 Sridhar, Szankin, Chen, Sundaresan, Sarah, "SimQ-NAS: Simultaneous Quantization Policy and Neural
 Architecture Search", arXiv:2312.13301, 2023, built on Intel Labs' DyNAS-T: measure a few hundred random
 subnets, fit lightly trained predictors of each objective, run NSGA-II (pymoo's) on the predictors, measure
-the predicted front.
+the predicted front, refit on everything measured and search again from the best measured candidates.
 
 - `SearchSpace`: integer genes = depth per stage, width index per stage, expansion index per block and,
   for the joint search, one bit-width index per layer (genes of skipped layers are inert).
@@ -32,6 +32,7 @@ from pymoo.operators.mutation.pm import PM
 from pymoo.operators.repair.rounding import RoundingRepair
 from pymoo.operators.sampling.rnd import IntegerRandomSampling
 from pymoo.optimize import minimize
+from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
 from inception_zoo.errors import UserError
 from inception_zoo.nas import supernet
@@ -191,12 +192,21 @@ class _Objectives(Problem):
     out["F"] = self.objectives(np.round(x).astype(np.int64))
 
 
+def best_measured(genes: np.ndarray, measured: np.ndarray, n: int) -> np.ndarray:
+  """The `n` candidates of the best non-domination ranks of their measured objectives: the next
+  search's starting population (DyNAS-T's iterations start from what was measured)."""
+  order = np.concatenate(NonDominatedSorting().do(np.asarray(measured, np.float64)))
+  return np.asarray(genes)[order[:n]]
+
+
 def nsga2(space: SearchSpace, objectives: Callable[[np.ndarray], np.ndarray], num_objectives: int, *,
-          pop_size: int = 50, generations: int = 30, seed: int = 0) -> np.ndarray:
+          pop_size: int = 50, generations: int = 30, seed: int = 0,
+          initial: Optional[np.ndarray] = None) -> np.ndarray:
   """pymoo's NSGA-II over the integer genes (SBX and polynomial mutation with rounding, pymoo's recipe
-  for integer variables); `objectives(genes (n, genes)) -> (n, objectives)`, all minimised. Returns the
-  genes of the final non-dominated set."""
-  algorithm = NSGA2(pop_size=pop_size, sampling=IntegerRandomSampling(),
+  for integer variables); `objectives(genes (n, genes)) -> (n, objectives)`, all minimised; `initial`
+  genes start the population (random ones otherwise). Returns the genes of the final non-dominated set."""
+  sampling = IntegerRandomSampling() if initial is None else np.asarray(initial, np.float64)
+  algorithm = NSGA2(pop_size=pop_size, sampling=sampling,
                     crossover=SBX(prob=1.0, eta=3.0, vtype=float, repair=RoundingRepair()),
                     mutation=PM(prob=1.0, eta=3.0, vtype=float, repair=RoundingRepair()),
                     eliminate_duplicates=True)
