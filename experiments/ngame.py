@@ -10,19 +10,26 @@ random batches with the same steps, loss and batch size. The plot (WORKDIR/ngame
 test P@1 and the in-batch negative hardness (similarity of each point's hardest in-batch negative
 label) per epoch for both batchings.
   python -m experiments.ngame --config=runlocal --workdir=workdirs/ngame
-CPU time here: TODO.
-Measured here (mean of 2 seeds): TODO.
+CPU time here: 19 s of CPU (70 s wall on 2 shared cores).
+Measured here, 2,000 test points, mean of 2 seeds (per seed in brackets): embedding retrieval P@1 0.656
+(0.650 / 0.662) with NGAME batches against 0.623 (0.617 / 0.630) with random batches, P@5 0.268 / 0.261,
+nDCG@5 0.700 / 0.679, PSP@5 0.642 / 0.633; hardest in-batch negative similarity, mean over the epochs from
+the first clustering, 0.681 against 0.507, and at equal embeddings (NGAME's final encoder) 0.702 for
+clustered against 0.488 for random batches. Stage 2 on NGAME's encoder: P@1 0.763, P@5 0.293, nDCG@5
+0.765, PSP@5 0.672 (the same stage 2 on the random-batch encoder, run once during development, reached
+P@1 0.758: on this set the classifiers close most of the stage-1 gap).
 
 CPU setting (`runlocal`): `inception_zoo.xc.data.synthetic_xc`, 2,000 labels in 100 groups of 20
-(Gaussian centroids: a group centroid plus a per-label offset of half its norm, so siblings are the
-hard negatives), 8,192 train / 2,000 test points with a Zipf-popular primary label and Poisson(1)
+(Gaussian centroids: a group centroid plus a per-label offset of 0.35 its norm, so siblings are the
+hard negatives), 4,096 train / 2,000 test points with a Zipf-popular primary label and Poisson(1)
 siblings, 32 signal + 32 nuisance features; a shared MLP encoder (64 -> 256 -> 64, unit-norm outputs);
-batch 64, AdamW with a cosine schedule; the official first-stage loss (triplet margin 0.3, 10 hardest
-in-batch negatives, softmax-weighted). NGAME batching: random batches until epoch 4, then balanced
-clusters refreshed every 4 epochs, of size 2 / 4 / 8 / 16 from epochs 4 / 8 / 12 / 16 (the official
-curriculum, compressed). Stage 2 (`inception_zoo.xc.classifier`): classifiers initialised from the label
-embeddings, trained on the frozen embeddings against each point's shortlist, fused with the embedding
-scores on a 100-label shortlist. Metrics P@k, nDCG@k, PSP@k (A = 0.55, B = 1.5) as pyxclib.
+batch 64, 30 epochs, AdamW (lr 2e-3, cosine schedule); the official first-stage loss (triplet margin
+0.3, 10 hardest in-batch negatives, softmax-weighted). NGAME batching: random batches until epoch 4,
+then balanced clusters refreshed every 4 epochs, of size 2 / 4 / 8 / 16 / 32 from epochs 4 / 8 / 12 / 16
+/ 20 (the official curriculum, compressed). Stage 2 (`inception_zoo.xc.classifier`): classifiers
+initialised from the label embeddings, trained (60 full-batch Adam steps) on the frozen embeddings
+against each point's 16-label shortlist, fused with the embedding scores on a 100-label shortlist.
+Metrics P@k, nDCG@k, PSP@k (A = 0.55, B = 1.5) as pyxclib.
 
 Full setting (`get_config()`, config only: its DistilBERT trainer over tokenised titles is not
 implemented here): LF-AmazonTitles-131K from the Extreme Classification Repository (read by
@@ -82,7 +89,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
            propensity_a=a, propensity_b=b, eval_shortlist=300)
   c.encoder.update(name="distilbert", pretrained="sentence-transformers/msmarco-distilbert-base-v4", hidden=3072,
                    dim=768, max_len=32)
-  c.schedule.update(name="linear_warmup_decay", base_lr=2e-4, warmup_epochs=0.0)
+  # The official schedule decays linearly after 100 warm-up steps (0.54 epochs of 184 steps); cosine here.
+  c.schedule.update(name="cosine", base_lr=2e-4, warmup_epochs=0.54)
   c.classifier.update(steps=0, learning_rate=1e-3, shortlist=300)
   return c
 
@@ -145,6 +153,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
   if config.data != "synthetic":
     raise UserError(f"the '{config.data}' setting is given as config only; this experiment runs the "
                     f"synthetic setting (--config=runlocal)")
+  if config.encoder.name != "mlp":
+    raise UserError(f"the synthetic setting trains the MLP encoder, not '{config.encoder.name}'")
   writer = MetricWriter(workdir, tensorboard=False)
   writer.write_config(config)
   model = MLPEncoder(hidden=config.encoder.hidden, dim=config.encoder.dim)

@@ -16,7 +16,7 @@ in-batch labels that are not among its positives, hinge max(0, s_neg - s_pos + m
 the first stage, each violating negative weighted by a softmax of its similarity / 0.1 (the authors'
 "aggressive" option), averaged over points and negatives.
 """
-from typing import Any, Callable, List, Sequence, Tuple
+from typing import Any, Callable, List, Sequence
 
 import jax
 import jax.numpy as jnp

@@ -10,7 +10,7 @@ normalised, as the official `STransformer`. `DistilBertEncoder` keeps the Huggin
 `MLPEncoder`, a two-layer MLP of dense synthetic features.
 """
 import re
-from typing import Any, Dict, Mapping, Tuple
+from typing import Any, Dict, Mapping
 
 import flax.linen as nn
 import jax
