@@ -37,8 +37,9 @@ implemented here): LF-AmazonTitles-131K from the Extreme Classification Reposito
 pooling), batch 1,600, AdamW lr 2e-4 with 100 warm-up steps, 300 epochs, clusters refreshed every 5
 epochs, cluster size doubled at epochs 10, 20, 25, 50, 75, 100, 125, 150, 200; classifiers 100 epochs,
 batch 2,048, lr 1e-3, margin 0.2, 3 negatives, HNSW shortlist of 300, beta 0.5; PSP with A = 0.6,
-B = 2.6 (the official configs); `--config=` amazon131k / wikiseealsotitles320k / wikipedia500k /
-amazontitles1.3m for the other LF sets.
+B = 2.6 (the official configs); `--config=` amazon131k / wikiseealso320k / wikipedia500k /
+amazontitles1.3m for the other LF sets, with their official first-stage settings (`LF_DATASETS`; their
+official classifier stage uses a probabilistic contrastive loss, not implemented here).
 """
 import os
 from typing import Dict
@@ -59,11 +60,22 @@ from inception_zoo.utils import plots
 from inception_zoo.xc import batching, classifier, data, metrics
 from inception_zoo.xc.encoder import MLPEncoder
 
-# LF datasets of the paper: (propensity A, B) as the official configs and Jain et al. 2016.
-LF_DATASETS = {"amazontitles131k": ("LF-AmazonTitles-131K", 0.6, 2.6), "amazon131k": ("LF-Amazon-131K", 0.6, 2.6),
-               "wikiseealsotitles320k": ("LF-WikiSeeAlsoTitles-320K", 0.55, 1.5),
-               "wikipedia500k": ("LF-Wikipedia-500K", 0.5, 0.4),
-               "amazontitles1.3m": ("LF-AmazonTitles-1.3M", 0.6, 2.6)}
+# The paper's LF datasets with the official first-stage settings (Extreme-classification/ngame,
+# configs/NGAME/*.json): training points; propensity A, B; batch size; title/text tokens; epochs;
+# cluster-size curriculum; hard negatives per point.
+_CURRICULUM = (10, 25, 50, 75, 100, 125, 150, 200)
+_TITLES_CURRICULUM = (10, 20, 25, 50, 75, 100, 125, 150, 200)
+LF_DATASETS = {
+    "amazontitles131k": dict(data="LF-AmazonTitles-131K", train=294_805, a=0.6, b=2.6, batch=1600, tokens=32,
+                             epochs=300, curriculum=_TITLES_CURRICULUM, negatives=10),
+    "amazon131k": dict(data="LF-Amazon-131K", train=294_805, a=0.6, b=2.6, batch=350, tokens=128, epochs=300,
+                       curriculum=_CURRICULUM, negatives=10),
+    "wikiseealso320k": dict(data="LF-WikiSeeAlso-320K", train=693_082, a=0.55, b=1.5, batch=350, tokens=128,
+                            epochs=300, curriculum=_CURRICULUM, negatives=10),
+    "wikipedia500k": dict(data="LF-Wikipedia-500K", train=1_813_391, a=0.5, b=0.4, batch=256, tokens=256,
+                          epochs=40, curriculum=(5, 10, 15, 20, 25, 30, 35), negatives=5),
+    "amazontitles1.3m": dict(data="LF-AmazonTitles-1.3M", train=2_248_619, a=0.6, b=2.6, batch=1600, tokens=32,
+                             epochs=300, curriculum=_TITLES_CURRICULUM, negatives=10)}
 BATCHINGS = ("random", "ngame")
 
 
@@ -83,14 +95,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if arg is not None and arg not in LF_DATASETS:
     raise UserError(f"unknown setting '{arg}' (runlocal, {', '.join(LF_DATASETS)}, or none = "
                     f"LF-AmazonTitles-131K)")
-  name, a, b = LF_DATASETS[arg or "amazontitles131k"]
-  c.update(name=f"ngame_{name.lower()}", data=name, data_dir=f"data/{name}", seeds=(0,), batch_size=1600,
-           num_epochs=300, eval_every=50, curriculum=(10, 20, 25, 50, 75, 100, 125, 150, 200), refresh_every=5,
-           propensity_a=a, propensity_b=b, eval_shortlist=300)
+  lf = LF_DATASETS[arg or "amazontitles131k"]
+  c.update(name=f"ngame_{lf['data'].lower()}", data=lf["data"], data_dir=f"data/{lf['data']}", seeds=(0,),
+           batch_size=lf["batch"], num_epochs=lf["epochs"], eval_every=10, curriculum=lf["curriculum"],
+           refresh_every=5, num_negatives=lf["negatives"], propensity_a=lf["a"], propensity_b=lf["b"],
+           eval_shortlist=300)
   c.encoder.update(name="distilbert", pretrained="sentence-transformers/msmarco-distilbert-base-v4", hidden=3072,
-                   dim=768, max_len=32)
-  # The official schedule decays linearly after 100 warm-up steps (0.54 epochs of 184 steps); cosine here.
-  c.schedule.update(name="cosine", base_lr=2e-4, warmup_epochs=0.54)
+                   dim=768, max_len=lf["tokens"])
+  # The official schedule decays linearly after 100 warm-up steps; cosine here.
+  c.schedule.update(name="cosine", base_lr=2e-4, warmup_epochs=100 * lf["batch"] / lf["train"])
   c.classifier.update(steps=0, learning_rate=1e-3, shortlist=300)
   return c
 
