@@ -84,6 +84,8 @@ def test_size_is_bits_times_weights_plus_32_bit_biases_by_hand():
   assert sum(named[n] * k.size + 32 * b.size for n, (k, b) in layers.items()) == by_hand
   with pytest.raises(UserError, match="bit-width 16"):
     search.SearchSpace(net, (4, 16))
+  with pytest.raises(UserError, match="width 5 is not in the search space"):
+    supernet.subnet_layers(net, _params(net, 3), {**arch, "width": np.array([5])})
 
 
 def test_post_training_quantisation_error_falls_with_bits():

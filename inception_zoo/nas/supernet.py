@@ -87,6 +87,7 @@ class ElasticMLP(nn.Module):
 
 
 def check_arch(net: ElasticMLP, arch: Arch):
+  """One-line error for a depth, width or expansion outside the supernet's choices."""
   arch = {k: np.asarray(v) for k, v in arch.items()}
   for key, allowed in (("depth", range(1, net.max_depth + 1)), ("width", net.widths), ("expand", net.expansions)):
     bad = np.setdiff1d(arch[key], list(allowed))
@@ -146,6 +147,7 @@ def calibrate(net: ElasticMLP, params, arch: Arch, x_cal) -> jax.Array:
 
 def subnet_layers(net: ElasticMLP, params, arch) -> Dict[str, Tuple[jax.Array, jax.Array]]:
   """The subnet's active layers as dense weights: {name: (kernel slice, bias slice)}."""
+  check_arch(net, arch)
   fan_in, fan_out, active = layer_shapes(net, arch, params[net.layer_names()[0]]["kernel"].shape[0])
   return {name: (params[name]["kernel"][:i, :o], params[name]["bias"][:o])
           for name, i, o, on in zip(net.layer_names(), fan_in, fan_out, active) if on}
