@@ -182,9 +182,3 @@ def distilbert_to_flax(state_dict: Mapping[str, Any], params) -> Dict[str, Any]:
     raise UserError(f"{len(unused)} DistilBERT tensors have no Flax counterpart, e.g. '{unused[0]}'")
   return out
 
-
-def encode_in_chunks(apply_fn, params, inputs, chunk: int = 4096) -> jax.Array:
-  """apply_fn(params, inputs[rows]) over rows in chunks (inputs: an array or a dict of arrays)."""
-  n = jax.tree.leaves(inputs)[0].shape[0]
-  return jnp.concatenate([apply_fn(params, jax.tree.map(lambda a: a[i:i + chunk], inputs))
-                          for i in range(0, n, chunk)])
