@@ -38,7 +38,8 @@ def shortlist(queries: jax.Array, keys: jax.Array, k: int, chunk: int = 4096) ->
 
 
 def padded_positives(y: sp.csr_matrix) -> Tuple[np.ndarray, np.ndarray]:
-  """(n, max labels) label indices of each point (padded by repeating its first label) and counts."""
+  """(n, max labels) label indices of each point (padded by repeating its last label) and the counts
+  (a point without labels holds a placeholder; drop such points before training)."""
   y = sp.csr_matrix(y)
   counts = np.diff(y.indptr)
   width = max(int(counts.max(initial=0)), 1)
