@@ -8,21 +8,28 @@ better to a dense task than the instance-level method it builds on (BYOL: pooled
 views), at the same pre-training budget; both against a randomly initialised backbone.
 Plot: probe mIoU per method and one held-out crop segmented by each, in WORKDIR/pixpro_probe.png.
   python -m experiments.pixpro --config=runlocal --workdir=workdirs/pixpro
-CPU time here: MEASURED_TIME. Measured: MEASURED_NUMBERS.
+CPU time here: 29 s of CPU (1 min 43 s wall on 2 shared cores). Measured (probe on 4,608 held-out
+cells of 128 crops, 8 classes): mIoU / cell accuracy PixPro 0.307 / 0.543, BYOL 0.239 / 0.469, random
+init 0.254 / 0.460. At this budget the ordering depends on the setting: of five settings tried (24 or 32 px
+views, batch 8-16, 100-200 steps, width 16 or 32) PixPro led the random init in all five (once by only
+0.009) and BYOL in four (not at 24 px, batch 16, 100 steps, lr 3e-3: 0.283 vs 0.296).
 
 CPU setting (`runlocal`): the two photographs shipped with scikit-learn (`load_sample_images`: china,
 flower; 427 x 640), downsampled 4x. Pre-training views: random-resized crops (20-100% of the area)
-to 32 x 32 with their boxes (`pp.inception_crop(return_box=True)`), random flips (tracked in the box:
+to 24 x 24 with their boxes (`pp.inception_crop(return_box=True)`), random flips (tracked in the box:
 `pixpro.flip_box_lr`) and brightness / contrast / saturation jitter; a 4-layer CNN of stride 4
-(8 x 8 x 64 maps: the paper's 7 x 7 C5 at this scale), projection head 256 -> 64, Adam. The dense
+(6 x 6 x 64 maps: the paper's 7 x 7 C5 at this scale), projection head 256 -> 64, batch 12, 120 steps
+of Adam (lr 2e-3), momentum 0.99 -> 1, gamma 2, T 0.7. BYOL is the same network's instance branch
+alone (pooled projection + predictor), with the same views, steps and initial weights. The dense
 task (our construction): per-pixel labels = k-means (4 clusters per image, 8 classes) of the colours
 of the image blurred at sigma 6 px, i.e. the image's large colour regions; a pixel's own colour does
 not give its label near region borders or in textured regions. Probe: frozen backbone, one linear
-softmax on the stride-4 features, cells labelled at their centres; trained on random crops of the
-left 60% of each image, measured (cell accuracy, mIoU) on crops of the right 40%.
+softmax on the stride-4 features, cells labelled at their centres; trained on 64 random crops of the
+left 60% of each image, measured (cell accuracy, mIoU) on 64 crops of the right 40%. PixContrast
+(`--config.methods="('pixpro', 'pixcontrast', 'byol')"`) is implemented but not in the default run.
 
 Full setting (`get_config()`, config only: its two-view ImageNet loader is not implemented here):
-ResNet-50 C5, projection 2048 -> 4096 -> 256, ImageNet-1K, 100 (or `--config.num_epochs=400`) epochs,
+ResNet-50 C5, projection 2048 -> 4096 -> 256, ImageNet-1K, 100 epochs (400: `--config.total_steps=500400`),
 batch 1024 (8 x 128), LARS with base lr 1.0 x batch / 256, weight decay 1e-5, 5 warm-up epochs then
 cosine, momentum 0.99 -> 1, crops 8-100% of the area at 224 (tools/pixpro_base_r50_100ep.sh of the
 official code); transfer to VOC / COCO / Cityscapes as in the paper.
@@ -103,7 +110,8 @@ def region_labels(images, config) -> list:
   for i, img in enumerate(images):
     blurred = ndimage.gaussian_filter(img.astype(np.float32), (config.label_blur, config.label_blur, 0))
     km = KMeans(config.clusters_per_image, n_init=4, random_state=config.seed)
-    labels.append(km.fit_predict(blurred.reshape(-1, 3)).reshape(img.shape[:2]) + i * config.clusters_per_image)
+    clusters = km.fit_predict(blurred.reshape(-1, 3)).reshape(img.shape[:2])
+    labels.append(clusters + i * config.clusters_per_image)
   return labels
 
 
@@ -161,13 +169,16 @@ def probe_crops(images, labels, config, rng: np.random.Generator, part: str):
 
 
 def make_tx(config):
-  schedule = optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, config.warmup_steps,
-                                                config.total_steps) if config.warmup_steps else config.learning_rate
+  schedule = config.learning_rate
+  if config.warmup_steps:
+    schedule = optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, config.warmup_steps,
+                                                  config.total_steps)
   if config.optimizer == "adam":
     return optax.adamw(schedule, weight_decay=config.weight_decay)
   if config.optimizer == "lars":
     # The official LARS: no weight decay and no trust ratio for BN parameters and biases.
-    mask = lambda params: jax.tree_util.tree_map_with_path(lambda p, _: p[-1].key not in ("bias", "scale"), params)
+    mask = lambda params: jax.tree_util.tree_map_with_path(
+        lambda path, _: path[-1].key not in ("bias", "scale"), params)
     return optax.lars(schedule, weight_decay=config.weight_decay, weight_decay_mask=mask,
                       trust_ratio_mask=mask, momentum=0.9)
   raise UserError(f"unknown optimizer '{config.optimizer}' (adam, lars)")
