@@ -20,7 +20,10 @@ RUN_IN_FULL_ELSEWHERE = {"inception_residual_ablation", "inception_v4", "incepti
                          "iformer", "random_pruning", "sparse_mobilenet", "meal_v2", "hawq", "denseshift",
                          # the theory, graph and prototype papers: small loops of their own (no trainer fields)
                          "snnk", "temperature_moe", "neural_collapse", "dagnn", "lighthgnn", "poincare_resnet",
-                         "wide_deep_ntk", "robust_cbc", "federated_recon", "mip_hypernet"}
+                         "wide_deep_ntk", "robust_cbc", "federated_recon", "mip_hypernet",
+                         # self-supervised, generative, SR, distillation, NAS, XC: loops of their own
+                         "pixpro", "vit_vqgan", "vim", "drct", "cda", "eas", "simq_nas", "ngame",
+                         "prob_psenn", "terminator"}
 # Experiments with a loop of their own (not the classification trainer) test their full setting
 # in their own test file.
 # The resolution each paper trains at; the Inception papers' 299 unless listed.
