@@ -86,8 +86,9 @@ def load_data(config) -> tuple:
   if not config.data.startswith("dir:"):
     raise UserError(f"unknown data '{config.data}' (sample_images, dir:PATH)")
   train = list(sr.load_image_dir(config.data[len("dir:"):], config.scale).values())
-  evals = {os.path.basename(os.path.dirname(d.rstrip("/"))) or d: list(sr.load_image_dir(d, config.scale).values())
-           for d in config.eval_dirs}
+  # datasets/Set5/HR -> 'Set5'
+  evals = {os.path.basename(os.path.dirname(d.rstrip("/"))) or d:
+           list(sr.load_image_dir(d, config.scale).values()) for d in config.eval_dirs}
   return train, evals
 
 

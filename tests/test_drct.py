@@ -98,7 +98,8 @@ def test_psnr_and_ssim_on_y_match_numpy_oracles():
 
 
 def test_quantize_downscale_and_patches():
-  np.testing.assert_allclose(sr.quantize(jnp.array([-0.1, 0.5, 1.2, 0.1 / 255])), [0, 128 / 255, 1, 0], atol=1e-7)
+  np.testing.assert_allclose(sr.quantize(jnp.array([-0.1, 0.5, 1.2, 0.1 / 255])), [0, 128 / 255, 1, 0],
+                             atol=1e-7)
   flat = jnp.full((1, 8, 6, 3), 0.25)
   np.testing.assert_allclose(sr.downscale(flat, 2), jnp.full((1, 4, 3, 3), 0.25), atol=1e-6)
   with pytest.raises(UserError, match=r"not multiples of the scale 4"):
@@ -151,7 +152,8 @@ def test_load_image_dir_mod_crops_generated_pngs(tmp_path):
 
 def test_settings_and_unknown_setting():
   full = drct_experiment.get_config()
-  assert (full.model, full.scale, full.patch_size, full.batch_size, full.schedule.base_lr) == ("drct", 4, 64, 32, 2e-4)
+  assert (full.model, full.scale, full.patch_size, full.batch_size, full.schedule.base_lr) == \
+      ("drct", 4, 64, 32, 2e-4)
   assert drct_experiment.get_config("drct_l").model == "drct_l"
   with pytest.raises(UserError, match=r"unknown setting 'x8' \(runlocal, "):
     drct_experiment.get_config("x8")

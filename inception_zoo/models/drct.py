@@ -35,7 +35,6 @@ from typing import Any, Dict, Mapping, Tuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from inception_zoo.convert import timm_to_flax
 from inception_zoo.errors import UserError
@@ -176,7 +175,7 @@ class Upsample(nn.Module):
 
 
 class DRCT(nn.Module):
-  """(B, H, W, C) low-resolution images in [0, img_range-scaled] -> (B, H*upscale, W*upscale, C).
+  """(B, H, W, C) low-resolution images in [0, 1] -> (B, H*upscale, W*upscale, C), any H and W.
   Returns `(image, features)`: features holds every group's output and the deep features after the
   final norm ('groups', 'deep'), at the low resolution, for analyses of the information flow."""
   embed_dim: int = 180
