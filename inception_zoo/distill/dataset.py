@@ -107,7 +107,8 @@ def bn_matching(model: nn.Module, variables, x, *, first_multiplier: float = 1.0
   with _on_batchnorm(record):
     logits = _logits(model, variables, x)
   if not terms:
-    raise UserError(f"{type(model).__name__} has no nn.BatchNorm layer: recovery matches BatchNorm statistics")
+    raise UserError(f"{type(model).__name__} has no nn.BatchNorm layer: recovery matches BatchNorm "
+                    f"statistics")
   weights = jnp.asarray([first_multiplier] + [1.0] * (len(terms) - 1))
   return logits, jnp.sum(weights * jnp.stack(terms))
 
@@ -232,7 +233,8 @@ def squeeze(model: nn.Module, images, labels, key, *, num_steps: int, batch_size
   params, _ = fit(loss_fn, variables["params"], optax.adam(learning_rate), num_steps, key=key,
                   has_aux=True, log_every=log_every, writer=writer, prefix="squeeze/")
   calibrate = jax.jit(calibrate_batch_stats, static_argnums=0)
-  return {"params": params, "batch_stats": calibrate(model, {"params": params, "batch_stats": batch_stats}, images)}
+  batch_stats = calibrate(model, {"params": params, "batch_stats": batch_stats}, images)
+  return {"params": params, "batch_stats": batch_stats}
 
 
 def _clip_params(lo: float, hi: float) -> optax.GradientTransformation:
@@ -246,8 +248,10 @@ def _clip_params(lo: float, hi: float) -> optax.GradientTransformation:
 
 def _count_steps() -> optax.GradientTransformation:
   """Adds one per update: the step counter the curriculum reads (`fit` passes the loss a key only)."""
-  return optax.GradientTransformation(lambda params: optax.EmptyState(),
-                                      lambda updates, state, params=None: (jax.tree.map(jnp.ones_like, updates), state))
+  def update(updates, state, params=None):
+    return jax.tree.map(jnp.ones_like, updates), state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
 def recover(model: nn.Module, variables, labels, keys, milestones, *, image_shape: Sequence[int],

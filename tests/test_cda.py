@@ -1,0 +1,126 @@
+"""Paper 25, CDA / SRe2L dataset distillation: the BatchNorm matching loss against exactly constructed
+statistics and a numpy oracle, the crop-scale curriculum, the differentiable crop against torch's
+crop + bilinear resize, and the digits claim."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from experiments import cda
+from inception_zoo.distill import dataset
+from inception_zoo.errors import UserError
+from inception_zoo.models.mlp import MLP
+
+
+class _InputBN(nn.Module):
+  """BatchNorm straight on the input: its batch statistics are whatever the test builds."""
+
+  @nn.compact
+  def __call__(self, x, *, train: bool = False):
+    return nn.BatchNorm(use_running_average=not train)(x), None
+
+
+def test_bn_loss_is_zero_exactly_at_the_running_statistics():
+  model = _InputBN()
+  mean, var = np.array([0.5, -1.0, 2.0], np.float32), np.array([4.0, 0.25, 1.0], np.float32)
+  variables = {"batch_stats": {"BatchNorm_0": {"mean": jnp.asarray(mean), "var": jnp.asarray(var)}},
+               "params": model.init(jax.random.key(0), jnp.ones((1, 3)))["params"]}
+  signs = np.where(np.arange(8) % 2, 1.0, -1.0)[:, None]  # mean 0, biased variance 1: exact
+  x = jnp.asarray(mean + np.sqrt(var) * signs, jnp.float32)
+  bn_loss = jax.jit(lambda z: dataset.bn_matching(model, variables, z)[1])
+  assert float(bn_loss(x)) < 1e-6
+  # Shifted by d and scaled by s: the loss is ||d|| + ||var (s^2 - 1)||.
+  d, s = np.array([0.3, 0.0, -0.4], np.float32), 1.5
+  np.testing.assert_allclose(bn_loss(x * s + d - mean * (s - 1)),
+                             np.linalg.norm(d) + np.linalg.norm(var * (s * s - 1)), rtol=1e-5)
+  grads = jax.jit(jax.grad(bn_loss))(x)
+  assert np.all(np.isfinite(grads)) and np.allclose(grads, 0.0)  # a zero (not NaN) gradient at the optimum
+
+
+def test_bn_loss_matches_a_numpy_oracle_and_reaches_the_images():
+  model = dataset.BNConvNet(num_classes=10, widths=(4, 8))
+  x = jax.random.normal(jax.random.key(0), (6, 8, 8, 1))
+  variables = model.init(jax.random.key(1), x, train=False)
+  # The running statistics of the whole batch: the loss vanishes on it, not on another batch.
+  calibrate = jax.jit(dataset.calibrate_batch_stats, static_argnums=0)
+  calibrated = {"params": variables["params"], "batch_stats": calibrate(model, variables, x)}
+  bn_matching = jax.jit(lambda z, w: dataset.bn_matching(model, calibrated, z, first_multiplier=w))
+  assert float(bn_matching(x, 1.0)[1]) < 1e-4
+  y = 0.5 * jax.random.normal(jax.random.key(2), x.shape) + 0.3
+  logits, loss = bn_matching(y, 10.0)
+  # Oracle: each BatchNorm's input is its convolution's output, read by Flax's capture_intermediates.
+  _, state = model.apply(calibrated, y, train=False, capture_intermediates=True)
+  expected = 0.0
+  for i, weight in ((0, 10.0), (1, 1.0)):
+    h = np.asarray(state["intermediates"][f"conv{i}"]["__call__"][0], np.float64)
+    stats = calibrated["batch_stats"][f"bn{i}"]
+    expected += weight * (np.linalg.norm(h.mean((0, 1, 2)) - stats["mean"])
+                          + np.linalg.norm(h.var((0, 1, 2)) - stats["var"]))
+  np.testing.assert_allclose(loss, expected, rtol=1e-4)
+  np.testing.assert_allclose(logits, model.apply(calibrated, y, train=False)[0], rtol=1e-6)
+  grads = jax.jit(jax.grad(lambda z: bn_matching(z, 1.0)[1]))(y)
+  assert np.all(np.isfinite(grads)) and np.mean(np.abs(np.asarray(grads)) > 0) > 0.9
+  with pytest.raises(UserError, match="no nn.BatchNorm"):
+    mlp = MLP(hidden=4, num_classes=2)
+    dataset.bn_matching(mlp, mlp.init(jax.random.key(0), jnp.ones((1, 3))), jnp.ones((2, 3)))
+
+
+def test_crop_scale_curriculum_endpoints():
+  t = 100
+  for mode in dataset.CURRICULA:
+    assert float(dataset.min_crop_scale(0, t, 1.0, mode)) == pytest.approx(1.0)  # global views first
+    assert float(dataset.min_crop_scale(t, t, 1.0, mode)) == pytest.approx(0.08)
+    assert float(dataset.min_crop_scale(0, t, 0.0, mode)) == pytest.approx(0.08)  # milestone 0: SRe2L
+  assert float(dataset.min_crop_scale(50, t, 1.0, "linear")) == pytest.approx(0.54)
+  assert float(dataset.min_crop_scale(50, t, 1.0, "cosine")) == pytest.approx(0.54)
+  assert float(dataset.min_crop_scale(49, t, 0.5, "step")) == 1.0
+  assert float(dataset.min_crop_scale(50, t, 0.5, "step")) == pytest.approx(0.08)
+  scales = np.asarray(dataset.min_crop_scale(jnp.arange(t + 1), t, 1.0, "cosine"))
+  assert np.all(np.diff(scales) <= 0)  # global to local, monotone
+  with pytest.raises(UserError, match="unknown curriculum 'exp'"):
+    dataset.min_crop_scale(0, t, 1.0, "exp")
+
+
+def test_resized_crop_equals_torch_crop_and_bilinear_resize():
+  images = np.random.default_rng(0).normal(size=(2, 12, 10, 3)).astype(np.float32)
+  resized_crop = jax.jit(dataset.resized_crop, static_argnums=2)
+  for top, left, h, w, size in ((2, 3, 5, 4, (12, 10)), (0, 0, 12, 10, (7, 5)), (4, 1, 8, 9, (6, 13))):
+    crop = torch.from_numpy(images[:, top:top + h, left:left + w]).permute(0, 3, 1, 2)
+    expected = torch.nn.functional.interpolate(crop, size=size, mode="bilinear", align_corners=False,
+                                               antialias=False).permute(0, 2, 3, 1).numpy()
+    got = resized_crop(jnp.asarray(images), tuple(map(jnp.float32, (top, left, h, w))), size)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_random_box_is_inside_the_image_and_whole_at_scale_one():
+  keys = jax.random.split(jax.random.key(0), 200)
+  draw = jax.jit(jax.vmap(lambda k, s: jnp.stack(dataset.random_box(k, 16, 16, s)), (0, None)))
+  boxes = np.asarray(draw(keys, 0.08))
+  top, left, h, w = boxes.T
+  assert np.all((top >= 0) & (left >= 0) & (top + h <= 16) & (left + w <= 16) & (h >= 1) & (w >= 1))
+  assert np.all(h * w <= 16 * 16 * 1.0 + 16) and np.mean(h * w) < 0.75 * 256
+  whole = np.asarray(draw(keys, 1.0))
+  np.testing.assert_array_equal(whole, np.tile([0, 0, 16, 16], (200, 1)))
+
+
+def test_get_config_names_its_settings():
+  assert cda.get_config("runlocal").data == "digits"
+  assert cda.get_config(None).ipc == 50 and cda.get_config("i21k").ipc == 20
+  with pytest.raises(UserError, match="unknown setting 'foo' \\(runlocal"):
+    cda.get_config("foo")
+
+
+@pytest.mark.slow
+def test_cda_digits_claim(tmp_path):
+  # Yin & Shen, Tables 1-3 at digits scale: CDA's curriculum recovers a better IPC-10 set than SRe2L's
+  # fixed crop scale. Measured (3 seeds, 360 held-out digits; one image = 0.003): teacher 0.981, CDA
+  # 0.941, SRe2L 0.909, random real 0.976 (the issue's SRe2L >= random real does not hold here: not
+  # asserted). Recovered sets: the teacher classifies 99.3% (SRe2L) / 100% (CDA) of them right.
+  r = cda.main(["--config=runlocal", f"--workdir={tmp_path}"])
+  assert r["teacher/accuracy"] > 0.95
+  assert min(r["sre2l/teacher_accuracy_on_set"], r["cda/teacher_accuracy_on_set"]) >= 0.98  # recovered
+  assert r["cda/accuracy"] >= r["sre2l/accuracy"] + 0.01, r  # measured +0.031
+  assert min(r[f"{m}/accuracy"] for m in cda.METHODS) > 0.85, r  # every student learned from 100 images
+  assert (tmp_path / "cda_digits.png").exists()
