@@ -31,7 +31,7 @@ parent's measured statistics, and the new layer may be widened in the same sampl
 """
 import dataclasses
 import functools
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import flax.linen as nn
 import jax
@@ -243,7 +243,8 @@ class Envelope(nn.Module):
           w = real.shape[3]
           scale[:w], bias[:w] = p[bn]["scale"], p[bn]["bias"]
           mean[:w], var[:w] = st[bn]["mean"], st[bn]["var"]
-        params[name], params[bn], stats[bn] = {"kernel": kernel}, {"scale": scale, "bias": bias}, {"mean": mean, "var": var}
+        params[name], params[bn] = {"kernel": kernel}, {"scale": scale, "bias": bias}
+        stats[bn] = {"mean": mean, "var": var}
         c_in = width
     head = np.zeros((width, self.num_classes), np.float32)
     head[:p["head"]["kernel"].shape[0]] = p["head"]["kernel"]
