@@ -138,7 +138,7 @@ def plot(curves: Dict[str, np.ndarray], feature_stats, path: str):
   fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(9, 3.5))
   for name, losses in curves.items():
     ax0.plot(losses, label=name)
-  ax0.set_xlabel("full-batch step")
+  ax0.set_xlabel("step (mini-batch of 64)")
   ax0.set_ylabel("training cross-entropy")
   ax0.set_yscale("log")
   ax0.legend(fontsize=7)
@@ -148,7 +148,8 @@ def plot(curves: Dict[str, np.ndarray], feature_stats, path: str):
     ax1.plot(stats[:, 0], "x--", color=line.get_color(), label=f"{name} |mean|")
   ax1.axhline(1.0, color="grey", lw=0.5)
   ax1.axhline(0.0, color="grey", lw=0.5)
-  ax1.set_xlabel("block (pre-activation features, held-out digits)")
+  ax1.set_xticks(range(len(stats)), [f"block {i + 1}" for i in range(len(stats))])
+  ax1.set_xlabel("standardised pre-activation features, held-out digits")
   ax1.set_ylabel("per-channel statistic")
   ax1.legend(fontsize=6)
   plots.save(fig, path)
