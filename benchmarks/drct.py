@@ -11,23 +11,12 @@ the same function (tests/test_drct.py checks it to 1e-4). Reports the best of `i
 warm-up (compile) call, and the ratio of the two; both use this machine's CPU threads.
 """
 import argparse
-import time
 
 import jax
 import numpy as np
 
+from benchmarks.timing import best_time
 from inception_zoo.models.drct import VARIANTS, create_drct, spandrel_to_flax
-
-
-def best_time(fn, iters: int) -> float:
-  """Minimum seconds per call over `iters` calls after a warm-up call."""
-  jax.block_until_ready(fn())
-  times = []
-  for _ in range(iters):
-    t = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - t)
-  return min(times)
 
 
 def main(argv=None):

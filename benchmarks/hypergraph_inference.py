@@ -19,27 +19,16 @@ two `segment_sum` smoothings cost about as much as the student's wider (128 vs 3
 The claim that survives is the other half: the student needs no hypergraph at inference.
 """
 import argparse
-import time
 
 import jax
 import jax.numpy as jnp
 
+from benchmarks.timing import best_time
 from inception_zoo.graph.hypergraph import hypergraph_sbm
 from inception_zoo.models.hgnn import HGNN
 from inception_zoo.models.mlp import MLP
 
 PAPER = "~100x (GPU, 55k-vertex synthetic hypergraphs)"
-
-
-def best_time(fn, iters: int) -> float:
-  """Minimum seconds per call over `iters` calls after a warm-up (compile) call."""
-  jax.block_until_ready(fn())
-  times = []
-  for _ in range(iters):
-    t = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - t)
-  return min(times)
 
 
 def dhg_hgnn(d, hidden: int):

@@ -31,8 +31,7 @@ minimum over repeats, `--iters`).
 import argparse
 import os
 import platform
-import time
-from typing import Callable, Dict, List
+from typing import Dict, List
 
 import flax.linen as nn
 import jax
@@ -40,23 +39,12 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse
 
+from benchmarks.timing import best_time
 from inception_zoo import create_model
 from inception_zoo.sparsity import gradual, spmm
 
 PAPER = "1.3-2.4x (Snapdragon 835, XNNPACK sparse kernels)"
 BREAK_EVEN_GRID = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
-
-
-def best_time(fn: Callable[[], object], iters: int) -> float:
-  """Minimum seconds per call over `iters` calls after two warm-up calls (the least disturbed run)."""
-  fn()
-  fn()
-  times = []
-  for _ in range(iters):
-    t = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t)
-  return min(times)
 
 
 def prune_pointwise(params, sparsity: float):
@@ -75,7 +63,7 @@ def timm_dense(iters: int, size: int) -> float:
   model = timm.create_model("mobilenetv1_100", pretrained=False).eval()
   x = torch.randn(1, 3, size, size)
   with torch.no_grad():
-    return best_time(lambda: model(x), iters)
+    return best_time(lambda: model(x), iters, warmup=2)
 
 
 def network(sparsities: List[float], iters: int, size: int) -> List[Dict[str, float]]:
@@ -83,7 +71,7 @@ def network(sparsities: List[float], iters: int, size: int) -> List[Dict[str, fl
   x = jax.random.normal(jax.random.key(0), (1, size, size, 3))
   variables = jax.jit(model.init)(jax.random.key(1), x)
   dense_fn = jax.jit(lambda v, x: model.apply(v, x)[0])
-  dense = best_time(lambda: dense_fn(variables, x).block_until_ready(), iters)
+  dense = best_time(lambda: dense_fn(variables, x), iters, warmup=2)
   reference = timm_dense(iters, size)
   rows = []
   for s in sparsities:
@@ -91,7 +79,7 @@ def network(sparsities: List[float], iters: int, size: int) -> List[Dict[str, fl
     sparse = spmm.to_sparse(v["params"], min_sparsity=0.5)
     sparse_fn = jax.jit(lambda v, x: spmm.sparse_apply(model, v, x, sparse, "scipy")[0])
     err = float(jnp.max(jnp.abs(sparse_fn(v, x) - dense_fn(v, x))))
-    t = best_time(lambda: sparse_fn(v, x).block_until_ready(), iters)
+    t = best_time(lambda: sparse_fn(v, x), iters, warmup=2)
     rows.append(dict(sparsity=s, dense_ms=dense * 1e3, sparse_ms=t * 1e3, speedup=dense / t,
                      timm_ms=reference * 1e3, vs_timm=reference / t, layers=len(sparse), max_logit_diff=err))
   return rows
@@ -123,12 +111,12 @@ def layers(sparsities: List[float], iters: int, size: int) -> List[Dict[str, flo
     w0 = rng.standard_normal((c_out, c_in)).astype(np.float32)
     x = rng.standard_normal((c_in, hw)).astype(np.float32)
     xj = jnp.asarray(x)
-    dense = best_time(lambda: dense_fn(jnp.asarray(w0), xj).block_until_ready(), iters)
+    dense = best_time(lambda: dense_fn(jnp.asarray(w0), xj), iters, warmup=2)
     scipy_t = {}
     for s in sorted(set(BREAK_EVEN_GRID) | set(sparsities)):
       w = np.where(np.asarray(gradual.magnitude_mask(jnp.asarray(w0), s)), w0, 0.0).astype(np.float32)
       csr = scipy.sparse.csr_matrix(w)
-      scipy_t[s] = best_time(lambda: csr @ x, iters)
+      scipy_t[s] = best_time(lambda: csr @ x, iters, warmup=2)
       if s not in sparsities:
         continue
       kernel = spmm.to_sparse({"c": {"kernel": jnp.asarray(w.T[None, None])}})["c"]
@@ -136,7 +124,7 @@ def layers(sparsities: List[float], iters: int, size: int) -> List[Dict[str, flo
                  dense_ms=dense * 1e3, scipy_ms=scipy_t[s] * 1e3)
       for impl in ("bcoo", "ell"):
         fn = jax.jit(lambda a: spmm.spmm(kernel, a, impl))
-        row[f"{impl}_ms"] = best_time(lambda: fn(xj.T).block_until_ready(), max(2, iters // 4)) * 1e3
+        row[f"{impl}_ms"] = best_time(lambda: fn(xj.T), max(2, iters // 4), warmup=2) * 1e3
       rows.append(row)
     wins = [s for s in BREAK_EVEN_GRID if scipy_t[s] < dense]
     for row in rows[-len(sparsities):]:
