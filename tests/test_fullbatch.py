@@ -26,3 +26,10 @@ def test_fit_names_the_first_non_finite_step():
   loss = lambda w, key: jnp.where(w > 3.5, jnp.nan, (w - 10.0) ** 2)  # NaN once w passes 3.5
   with pytest.raises(NonFiniteLoss, match="loss became nan at step 3;"):
     fit(loss, jnp.array(0.0), optax.sgd(0.1), 10, log_every=4)
+
+
+def test_fit_passes_the_step_index_across_chunks():
+  # Each step's loss is its own index: the losses come back as 0, 1, ..., across chunk boundaries.
+  loss = lambda w, key, step: step.astype(jnp.float32) + 0.0 * w
+  _, losses = fit(loss, jnp.array(0.0), optax.sgd(0.1), 7, log_every=3, pass_step=True)
+  np.testing.assert_array_equal(losses, np.arange(7))

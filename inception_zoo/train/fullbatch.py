@@ -15,25 +15,27 @@ from tqdm.auto import tqdm
 
 from inception_zoo.metrics import MetricWriter, check_finite
 
-# loss_fn(params, key) -> loss, or (loss, {name: scalar}) with has_aux.
-LossFn = Callable[[Any, jax.Array], Any]
+# loss_fn(params, key) -> loss, or (loss, {name: scalar}) with has_aux; loss_fn(params, key, step) with
+# pass_step (a schedule inside the loss, e.g. a curriculum).
+LossFn = Callable[..., Any]
 
 
 def fit(loss_fn: LossFn, params, tx: optax.GradientTransformation, num_steps: int, *,
         key: Optional[jax.Array] = None, has_aux: bool = False, log_every: int = 100,
-        writer: Optional[MetricWriter] = None, prefix: str = "train/", progress: bool = False
-        ) -> Tuple[Any, np.ndarray]:
+        writer: Optional[MetricWriter] = None, prefix: str = "train/", progress: bool = False,
+        pass_step: bool = False) -> Tuple[Any, np.ndarray]:
   """Minimises `loss_fn` from `params` for `num_steps` steps of `tx`; returns (params, losses per step).
 
-  `key` is split per step (dropout, sampled noise); `writer` gets the loss and the auxiliary scalars of
-  the last step of every chunk of `log_every` steps.
+  `key` is split per step (dropout, sampled noise); `pass_step` also gives the loss the step index (0
+  first, a traced int32); `writer` gets the loss and the auxiliary scalars of the last step of every
+  chunk of `log_every` steps.
   """
   key = jax.random.key(0) if key is None else key
   grad_fn = jax.value_and_grad(loss_fn, has_aux=has_aux)
 
   def one_step(carry, step):
     params, opt_state = carry
-    out, grads = grad_fn(params, jax.random.fold_in(key, step))
+    out, grads = grad_fn(params, jax.random.fold_in(key, step), *((step,) if pass_step else ()))
     loss, aux = out if has_aux else (out, {})
     updates, opt_state = tx.update(grads, opt_state, params)
     return (optax.apply_updates(params, updates), opt_state), (loss, aux)
