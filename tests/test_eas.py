@@ -45,12 +45,12 @@ def test_random_chains_of_transforms_preserve_the_function(kind):
   variables = _random_variables(arch, jax.random.key(1))
   reference = _apply(arch, variables)
   rng = np.random.default_rng(0)
-  for step in range(4):
+  for step in range(3):  # deeper, wider, deeper: each transform applied to the other's output
     assert _count(variables) == net2net.num_params(arch, 3, 10)
     b = int(rng.integers(len(arch.blocks)))
     i = int(rng.integers(len(arch.blocks[b])))
     key = jax.random.key(10 + step)
-    if step % 2 == 0:
+    if step % 2 == 1:
       arch, variables = net2net.widen(arch, variables, b, i, arch.blocks[b][i][0] + int(rng.integers(1, 4)), key)
     else:
       arch, variables = net2net.deepen(arch, variables, b, i, int(rng.choice([1, 3, 5])), key)
@@ -203,10 +203,11 @@ def test_search_by_transformation_grows_better_networks(tmp_path):
   # Cai et al. 2018, Sec. 4: growing the current best network by function-preserving transformations,
   # every sample inheriting its parent's weights, reaches far better networks than the start net within
   # a few evaluated networks. The paper's second claim, the controller beating random transformations,
-  # is NOT reproduced at this budget (5 controller updates) and is not asserted. Measured (360 validation
-  # digits, seed 0): start net 0.433 (test 0.386, 246 parameters); best after 15 networks: controller
-  # 0.797 (test 0.817, 2,982 parameters), random 0.831 (test 0.806, 8,898 parameters).
-  r = eas_experiment.main(["--config=runlocal", f"--workdir={tmp_path}"])
+  # is NOT reproduced at this budget and is not asserted. Run at 3 search steps (9 evaluated networks per
+  # policy) instead of runlocal's 5 to save CI time. Measured (360 validation digits, seed 0): start net
+  # 0.433 (test 0.386, 246 parameters); best after 9 networks: controller 0.711 (test 0.686, 1,662
+  # parameters), random 0.761 (test 0.714, 4,006 parameters).
+  r = eas_experiment.main(["--config=runlocal", f"--workdir={tmp_path}", "--config.num_steps=3"])
   assert r["start/val_accuracy"] < 0.65
   for policy in ("controller", "random"):
     assert r[f"{policy}/best_val_accuracy"] > r["start/val_accuracy"] + 0.15, r
