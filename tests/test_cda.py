@@ -115,12 +115,15 @@ def test_get_config_names_its_settings():
 @pytest.mark.slow
 def test_cda_digits_claim(tmp_path):
   # Yin & Shen, Tables 1-3 at digits scale: CDA's curriculum recovers a better IPC-10 set than SRe2L's
-  # fixed crop scale. Measured (3 seeds, 360 held-out digits; one image = 0.003): teacher 0.981, CDA
-  # 0.941, SRe2L 0.909, random real 0.976 (the SRe2L >= random real does not hold here: not
-  # asserted). Recovered sets: the teacher classifies 99.3% (SRe2L) / 100% (CDA) of them right.
-  r = cda.main(["--config=runlocal", f"--workdir={tmp_path}"])
+  # fixed crop scale. Run at half of runlocal's recovery and student steps (100 + 100, 3 seeds) for CI
+  # time: 109 s of CPU instead of ~165. Measured at this size (360 held-out digits; one image = 0.003):
+  # teacher 0.981, CDA 0.894 (0.897 / 0.869 / 0.917), SRe2L 0.850 (0.833 / 0.900 / 0.817), random real
+  # 0.966 (reported, not asserted). The full runlocal (200 + 200): CDA 0.941, SRe2L 0.909; with 2 seeds
+  # at 200 + 200 the gap shrank to 0.001, so 3 seeds are kept.
+  r = cda.main(["--config=runlocal", f"--workdir={tmp_path}", "--config.recover_steps=100",
+                "--config.student_steps=100"])
   assert r["teacher/accuracy"] > 0.95
   assert min(r["sre2l/teacher_accuracy_on_set"], r["cda/teacher_accuracy_on_set"]) >= 0.98  # recovered
-  assert r["cda/accuracy"] >= r["sre2l/accuracy"] + 0.01, r  # measured +0.031
-  assert min(r[f"{m}/accuracy"] for m in cda.METHODS) > 0.85, r  # every student learned from 100 images
+  assert r["cda/accuracy"] >= r["sre2l/accuracy"] + 0.01, r  # measured +0.044
+  assert min(r[f"{m}/accuracy"] for m in cda.METHODS) > 0.80, r  # every student learned from 100 images
   assert (tmp_path / "cda_digits.png").exists()
