@@ -246,14 +246,6 @@ def _clip_params(lo: float, hi: float) -> optax.GradientTransformation:
   return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
-def _count_steps() -> optax.GradientTransformation:
-  """Adds one per update: the step counter the curriculum reads (`fit` passes the loss a key only)."""
-  def update(updates, state, params=None):
-    return jax.tree.map(jnp.ones_like, updates), state
-
-  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
-
-
 def recover(model: nn.Module, variables, labels, keys, milestones, *, image_shape: Sequence[int],
             num_steps: int, mode: str = "cosine", lowest: float = 0.08, learning_rate: float = 0.25,
             r_bn: float = 0.01, first_multiplier: float = 1.0, jitter: int = 0,
@@ -268,10 +260,9 @@ def recover(model: nn.Module, variables, labels, keys, milestones, *, image_shap
     raise UserError(f"recover: {len(keys)} keys for {len(milestones)} milestones (one of each per run)")
   lo, hi = value_range
   noise = jax.vmap(lambda k: jax.random.normal(k, (len(labels), *image_shape)))(keys)
-  params = {"images": jnp.clip(noise * (hi - lo) / 4 + (hi + lo) / 2, lo, hi), "step": jnp.zeros(())}
+  images = jnp.clip(noise * (hi - lo) / 4 + (hi + lo) / 2, lo, hi)
   adam = optax.adam(optax.cosine_decay_schedule(learning_rate, num_steps), b1=0.5, b2=0.9, eps=1e-8)
-  tx = optax.multi_transform({"images": optax.chain(adam, _clip_params(lo, hi)), "step": _count_steps()},
-                             {"images": "images", "step": "step"})
+  tx = optax.chain(adam, _clip_params(lo, hi))
 
   def one_run(images, key, min_scale):
     view = recovery_view(key, images, min_scale, jitter)
@@ -279,14 +270,14 @@ def recover(model: nn.Module, variables, labels, keys, milestones, *, image_shap
     ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels).mean()
     return ce + r_bn * bn, (ce, bn)
 
-  def loss_fn(params, key):
-    scales = min_crop_scale(jax.lax.stop_gradient(params["step"]), num_steps, milestones, mode, lowest)
-    losses, (ce, bn) = jax.vmap(one_run)(params["images"], jax.random.split(key, len(milestones)), scales)
+  def loss_fn(images, key, step):
+    scales = min_crop_scale(step.astype(jnp.float32), num_steps, milestones, mode, lowest)
+    losses, (ce, bn) = jax.vmap(one_run)(images, jax.random.split(key, len(milestones)), scales)
     return jnp.sum(losses), {"ce": jnp.mean(ce), "bn": jnp.mean(bn), "min_crop_scale": jnp.max(scales)}
 
-  params, _ = fit(loss_fn, params, tx, num_steps, key=keys[0], has_aux=True, log_every=log_every,
-                  writer=writer, prefix="recover/")
-  return params["images"]
+  images, _ = fit(loss_fn, images, tx, num_steps, key=keys[0], has_aux=True, log_every=log_every,
+                  writer=writer, prefix="recover/", pass_step=True)
+  return images
 
 
 def relabel(model: nn.Module, variables, views):
