@@ -41,8 +41,8 @@ from inception_zoo.errors import UserError
 from inception_zoo.layers import Seq, check_image
 from inception_zoo.layers.common import drop_path, drop_path_rates
 from inception_zoo.models.simmim import pixel_shuffle
-from inception_zoo.models.swinv2 import (dense_init, layer_norm, relative_position_index, shift_mask,
-                                         window_and_shift, window_partition, window_reverse)
+from inception_zoo.models.swinv2 import (Mlp, dense_init, layer_norm, relative_position_index,
+                                         shift_mask, window_and_shift, window_partition, window_reverse)
 
 RGB_MEAN = (0.4488, 0.4371, 0.4040)  # DIV2K's mean, as the official code
 LAYERS_PER_GROUP = 5
@@ -88,18 +88,6 @@ class WindowAttention(nn.Module):
       attn = attn + jnp.asarray(mask, attn.dtype)[:, None]
     out = jnp.swapaxes(jax.nn.softmax(attn, axis=-1) @ v, -2, -3).reshape(*lead, n, c)
     return nn.Dense(c, kernel_init=dense_init, dtype=self.dtype, name="proj")(out)
-
-
-class Mlp(nn.Module):
-  hidden: int
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x):
-    out = x.shape[-1]
-    x = nn.gelu(nn.Dense(self.hidden, kernel_init=dense_init, dtype=self.dtype, name="fc1")(x),
-                approximate=False)
-    return nn.Dense(out, kernel_init=dense_init, dtype=self.dtype, name="fc2")(x)
 
 
 class SwinBlock(nn.Module):
