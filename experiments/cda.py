@@ -48,6 +48,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from experiments import common
 from inception_zoo.data import datasets
 from inception_zoo.distill import dataset
 from inception_zoo.errors import UserError
@@ -99,9 +100,7 @@ def random_real(images, labels, ipc: int, num_classes: int, seed: int):
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
-  if config.data != "digits":
-    raise UserError(f"the '{config.data}' setting is given as config only; this experiment runs the "
-                    f"digits setting (--config=runlocal)")
+  common.require_cpu_data(config, "digits")
   x_train, y_train = _digits("train", config.image_size)
   x_test, y_test = _digits("test", config.image_size)
   writer = MetricWriter(workdir, tensorboard=False)

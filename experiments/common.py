@@ -3,6 +3,8 @@ ImageNet-1k settings the tfds loader, the preprocessing string built from each p
 logging / evaluation / checkpoint cadence of a long run."""
 import ml_collections
 
+from inception_zoo.errors import UserError
+
 
 def imagenet(c: ml_collections.ConfigDict, *, size: int, eval_resize: int, batch_size: int,
              num_epochs: float, crop: str = "", augment: str = "", erase: float = 0.0,
@@ -33,3 +35,11 @@ def digits(c: ml_collections.ConfigDict, *, size: int = 0, rgb: bool = True, bat
   c.input.update(data="digits", train_split="train", eval_split="test", batch_size=batch_size,
                  eval_batch_size=eval_batch_size, pp_train="|".join(ops), pp_eval="|".join(ops),
                  num_threads=num_threads)
+
+
+def require_cpu_data(c: ml_collections.ConfigDict, data: str):
+  """Refuses a setting given as config only (the paper's full scale, whose data or trainer is not here):
+  the experiment runs on `data` ("digits", "sample_images", "synthetic")."""
+  if c.data != data:
+    raise UserError(f"the '{c.data}' setting is given as config only; this experiment runs the "
+                    f"{data.replace('_', '-')} setting (--config=runlocal)")

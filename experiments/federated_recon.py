@@ -43,6 +43,7 @@ import numpy as np
 import optax
 from sklearn.neighbors import NearestCentroid
 
+from experiments import common
 from inception_zoo.data import datasets
 from inception_zoo.errors import UserError
 from inception_zoo.main import run_experiment
@@ -145,9 +146,7 @@ def client_streams(y, config, rng):
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
-  if config.data != "digits":
-    raise UserError(f"the '{config.data}' setting is given as config only; this experiment runs the "
-                    f"digits setting (--config=runlocal)")
+  common.require_cpu_data(config, "digits")
   x_train, y_train = _digits("train", config.upsample)
   x_test, y_test = _digits("test", config.upsample)
   writer = MetricWriter(workdir, tensorboard=False)

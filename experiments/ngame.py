@@ -51,6 +51,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
+from experiments import common
 from inception_zoo.errors import UserError
 from inception_zoo.main import run_experiment
 from inception_zoo.metrics import MetricWriter
@@ -158,9 +159,7 @@ def _stage_two(config, d, docs, labels_emb, test_docs, seed: int):
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
-  if config.data != "synthetic":
-    raise UserError(f"the '{config.data}' setting is given as config only; this experiment runs the "
-                    f"synthetic setting (--config=runlocal)")
+  common.require_cpu_data(config, "synthetic")
   if config.encoder.name != "mlp":
     raise UserError(f"the synthetic setting trains the MLP encoder, not '{config.encoder.name}'")
   writer = MetricWriter(workdir, tensorboard=False)

@@ -48,6 +48,7 @@ from scipy import ndimage
 from sklearn.cluster import KMeans
 from sklearn.datasets import load_sample_images
 
+from experiments import common
 from inception_zoo.data import pp
 from inception_zoo.errors import UserError
 from inception_zoo.main import run_experiment
@@ -228,9 +229,7 @@ def mean_iou(pred: np.ndarray, label: np.ndarray, num_classes: int) -> float:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
-  if config.data != "sample_images":
-    raise UserError(f"the '{config.data}' setting is given as config only; this experiment runs "
-                    f"the sample-images setting (--config=runlocal)")
+  common.require_cpu_data(config, "sample_images")
   methods = ("pixpro", "pixcontrast", "byol")
   for m in config.methods:
     if m not in methods:

@@ -38,6 +38,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from experiments import common
 from inception_zoo.data import datasets
 from inception_zoo.errors import UserError
 from inception_zoo.main import run_experiment
@@ -92,9 +93,7 @@ def _loss(model, x, y, batch_stats, batch_size):
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
-  if config.data != "digits":
-    raise UserError(f"the '{config.data}' setting is given as config only; this experiment runs the "
-                    f"digits setting (--config=runlocal)")
+  common.require_cpu_data(config, "digits")
   x_train, y_train = datasets.digits_arrays("train", flat=False)
   x_test, y_test = datasets.digits_arrays("test", flat=False)
   train_views, test_views = _views(x_train, config.views), _views(x_test, config.views)

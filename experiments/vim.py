@@ -33,6 +33,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from experiments import common
 from experiments import vit_vqgan as vit_vqgan_experiment
 from inception_zoo.data import datasets
 from inception_zoo.errors import UserError
@@ -94,9 +95,7 @@ def train_stage2(config, tokens, labels, writer):
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
-  if config.data != "digits":
-    raise UserError(f"the '{config.data}' setting is given as config only; this experiment runs the digits "
-                    f"setting (--config=runlocal)")
+  common.require_cpu_data(config, "digits")
   from sklearn.linear_model import LogisticRegression
   from sklearn.preprocessing import StandardScaler
   x_train, y_train = datasets.digits_arrays("train", flat=False)

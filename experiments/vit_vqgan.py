@@ -42,6 +42,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from experiments import common
 from inception_zoo.errors import UserError
 from inception_zoo.main import run_experiment
 from inception_zoo.metrics import MetricWriter
@@ -131,9 +132,7 @@ def evaluate(model, params, x_test):
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
-  if config.data != "sample_images":
-    raise UserError(f"the '{config.data}' setting is given as config only; this experiment runs the "
-                    f"sample-images setting (--config=runlocal)")
+  common.require_cpu_data(config, "sample_images")
   x_train = sample_image_crops(config, "train", seed=0)
   x_test = sample_image_crops(config, "test", seed=1)
   writer = MetricWriter(workdir, tensorboard=False)
