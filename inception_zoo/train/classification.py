@@ -1,5 +1,5 @@
-"""The generic supervised image-classification trainer most experiments call, and the loop other
-trainers share.
+"""The generic supervised image-classification trainer most experiments call, on the step loop every
+trainer shares (train/loop.py).
 
     python -m experiments.inception_v4 --config=runlocal --workdir=/tmp/iv4
 
@@ -16,27 +16,23 @@ by the config's sharding rules, and given to every train step as an argument tha
 """
 import dataclasses
 import logging
-import sys
-import time
 from typing import Any, Callable, Dict, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
-import tqdm
 
 from inception_zoo import ckpt, sharding
 from inception_zoo.data import datasets, pipeline, pp
 from inception_zoo.errors import UserError
-from inception_zoo.metrics import MetricWriter, check_finite
+from inception_zoo.metrics import MetricWriter
 from inception_zoo.registry import create_model
 from inception_zoo.sparsity import training as sparse_training
-from inception_zoo.train import mixup, optim
-from inception_zoo.train.state import (Preemption, TrainState, ema_update, global_batch,
-                                       keep_if_finite, restore_or_init, step_rng)
+from inception_zoo.train import loop, mixup, optim
+from inception_zoo.train.state import (TrainState, ema_update, global_batch, keep_if_finite,
+                                       restore_or_init, step_rng)
 
 
 def cross_entropy(logits, targets):
@@ -193,13 +189,9 @@ def load_frozen(s: Setup) -> tuple:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        task: Task = CLASSIFICATION) -> Dict[str, float]:
   s = Setup(config, workdir, task)
-  cfg, main = config, jax.process_index() == 0
+  cfg = config
   start = int(jax.device_get(s.state.step))
-  for key, now in (("global_batch", cfg.input.batch_size), ("seed", cfg.seed)):
-    before = s.meta.get("input", {}).get(key, now)
-    if before != now:
-      raise UserError(f"{workdir} was trained with {key} {before}; resuming with {now} would change "
-                      f"which examples come next (use a new workdir)")
+  loop.check_same_input(s.meta, workdir, global_batch=cfg.input.batch_size, seed=cfg.seed)
   writer = MetricWriter(workdir)
   writer.write_config(cfg)
   if start >= s.total_steps:
@@ -213,64 +205,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   batches = pipeline.train_batches(s.train_data.source, s.pp_train, global_batch=cfg.input.batch_size,
                                    seed=cfg.seed, start_batch=start, num_threads=cfg.input.num_threads)
 
-  def meta(step):
-    return {"input": {"seed": cfg.seed, "global_batch": cfg.input.batch_size, "next_batch": step},
-            "config": cfg.to_dict()}
+  def evaluate(state):
+    s.state = state
+    return s.evaluate()
 
-  interactive = sys.stderr.isatty()
-  bar = tqdm.tqdm(total=s.total_steps, initial=start, disable=not main, unit="step", dynamic_ncols=True,
-                  mininterval=0.5 if interactive else 30, desc=cfg.model_name, file=sys.stderr)
-  sums: Dict[str, float] = {}
-  pending, count, t_log = [], 0, time.time()
-  result: Dict[str, float] = {}
-
-  def settle():
-    """Waits for the dispatched steps, stops at the first non-finite loss, accumulates metrics."""
-    nonlocal count
-    for step, metrics in pending:
-      metrics = jax.device_get(metrics)
-      check_finite(step, float(metrics["loss"]), float(metrics.get("grad_norm", 0.0)))
-      for k, v in metrics.items():
-        sums[k] = sums.get(k, 0.0) + float(v)
-      count += 1
-      bar.set_postfix(loss=f"{float(metrics['loss']):.3f}", refresh=False)
-    pending.clear()
-
-  with Preemption() as preemption:
-    for step in range(start + 1, s.total_steps + 1):
-      s.state, metrics = train_step(s.state, global_batch(s.mesh, next(batches)), *frozen)
-      settle()  # the previous step, while this one runs
-      pending.append((step, metrics))
-      bar.update(1)
-      last = step == s.total_steps
-      log = step % cfg.log_every == 0 or last
-      evaluate_now = (cfg.eval_every and step % cfg.eval_every == 0) or last
-      preempted = preemption.agreed(step)
-      save = s.checkpoints.should_save(step) or last or preempted
-      if log or evaluate_now or save:
-        settle()  # nothing is logged or saved past a non-finite step
-      if log and count:
-        row = {f"train/{k}": v / count for k, v in sums.items()}
-        row["train/steps_per_sec"] = count / (time.time() - t_log)
-        writer.write(step, row)
-        sums, count, t_log = {}, 0, time.time()
-      if evaluate_now:
-        result = s.evaluate()
-        writer.write(step, result)
-        if main:
-          bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items()))
-      if save:
-        s.checkpoints.save(step, s.state, meta(step))
-      if preempted:
-        bar.close()
-        raise SystemExit(f"pre-empted (SIGTERM) at step {step}; checkpoint saved in {workdir}; "
-                         f"run the same command to resume")
-  bar.close()
+  s.state, result = loop.run_steps(
+      s.state, train_step, (global_batch(s.mesh, b) for b in batches), start=start,
+      total_steps=s.total_steps, checkpoints=s.checkpoints, writer=writer,
+      meta=lambda step: loop.input_meta(cfg, step, seed=cfg.seed, global_batch=cfg.input.batch_size),
+      evaluate=evaluate, log_every=cfg.log_every, eval_every=cfg.eval_every, desc=cfg.model_name,
+      extra=frozen)
   if not result:  # nothing left to train: report the restored model
     result = s.evaluate()
   writer.close()
   s.checkpoints.close()
-  if main:
+  if jax.process_index() == 0:
     print(s.task.summary(cfg, result, len(s.eval_data), int(jax.device_get(s.state.step))))
   return result
 

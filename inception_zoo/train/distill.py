@@ -29,7 +29,7 @@ Evaluation is the classification eval step on the student alone (top-1, top-5, h
 """
 import functools
 import logging
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 import flax.linen as nn
 import jax

@@ -1,0 +1,120 @@
+"""The step loop every trainer shares, and resume for a train state of any shape.
+
+`run_steps` drives a jitted step from the step after the restored one to the last: it overlaps the
+host's bookkeeping with the dispatched step, stops at the first non-finite loss or gradient norm
+(`metrics.check_finite`), writes averaged train metrics every `log_every` steps, evaluates every
+`eval_every` steps and at the end, saves checkpoints (every `checkpoints.every_steps`, at the end, and on
+pre-emption, then exits), and shows a progress bar. The classification trainer runs on it
+(train/classification.py), and so does every trainer whose state is not a `TrainState` (PixPro's
+momentum encoder, a GAN's two players, images being optimised): `restore_or_start` gives them the
+workdir's newest checkpoint of their own pytree, or a fresh one.
+
+Resume is exact when the step's randomness and its batch are functions of the step, never of Python
+state: a state carries its key (`state.step_rng`), and `batches(start)` starts at the restored step.
+`meta(step)` records what the input position depends on; `check_same_input` refuses to resume a
+workdir with a different seed or batch size, which would change the examples that come next.
+"""
+import sys
+import time
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
+
+import jax
+import ml_collections
+import tqdm
+
+from inception_zoo import ckpt
+from inception_zoo.errors import UserError
+from inception_zoo.metrics import MetricWriter, check_finite
+from inception_zoo.train.state import Preemption
+
+
+def input_meta(config: ml_collections.ConfigDict, step: int, **what) -> Dict[str, Any]:
+  """The JSON saved beside a checkpoint: the input position and what it depends on, and the config."""
+  return {"input": {**what, "next_batch": step}, "config": config.to_dict()}
+
+
+def check_same_input(meta: Dict[str, Any], workdir: str, **now):
+  """Refuses to resume `workdir` when a setting the input order depends on has changed."""
+  for key, value in now.items():
+    before = meta.get("input", {}).get(key, value)
+    if before != value:
+      raise UserError(f"{workdir} was trained with {key} {before}; resuming with {value} would change "
+                      f"which examples come next (use a new workdir)")
+
+
+def restore_or_start(checkpoints: ckpt.Checkpoints, init: Callable[[], Any],
+                     shardings: Optional[Any] = None) -> Tuple[Any, Dict[str, Any]]:
+  """(state, meta): the newest checkpoint in `checkpoints` that restores, else `init()` and {}.
+
+  `init` is traced for shapes first, so a resume never runs it. `shardings` (a matching pytree) lays
+  the state out; by default every leaf is on the first local device."""
+  abstract = jax.eval_shape(init)
+  if shardings is None:
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    shardings = jax.tree.map(lambda _: device, abstract)
+  restored = checkpoints.restore_latest(ckpt.abstract_like(abstract, shardings))
+  if restored is not None:
+    _, state, meta = restored
+    return state, meta
+  return jax.device_put(init(), shardings), {}
+
+
+def run_steps(state, train_step: Callable, batches: Iterator, *, start: int, total_steps: int,
+              checkpoints: ckpt.Checkpoints, writer: MetricWriter, meta: Callable[[int], Dict[str, Any]],
+              evaluate: Callable[[Any], Dict[str, float]], log_every: int, eval_every: int = 0,
+              desc: str = "train", extra: tuple = ()) -> Tuple[Any, Dict[str, float]]:
+  """Runs `state, metrics = train_step(state, next(batches), *extra)` for steps start+1..total_steps.
+
+  `metrics` holds 'loss' (and optionally 'grad_norm'); their means over each `log_every` steps go to
+  `writer` as 'train/<name>'. `evaluate(state)` returns the metrics written at its steps. Returns the
+  final state and the last evaluation ({} when no step ran)."""
+  main = jax.process_index() == 0
+  bar = tqdm.tqdm(total=total_steps, initial=start, disable=not main, unit="step", dynamic_ncols=True,
+                  mininterval=0.5 if sys.stderr.isatty() else 30, desc=desc, file=sys.stderr)
+  sums: Dict[str, float] = {}
+  pending, count, t_log = [], 0, time.time()
+  result: Dict[str, float] = {}
+
+  def settle():
+    """Waits for the dispatched steps, stops at the first non-finite loss, accumulates metrics."""
+    nonlocal count
+    for step, metrics in pending:
+      metrics = jax.device_get(metrics)
+      check_finite(step, float(metrics["loss"]), float(metrics.get("grad_norm", 0.0)))
+      for k, v in metrics.items():
+        sums[k] = sums.get(k, 0.0) + float(v)
+      count += 1
+      bar.set_postfix(loss=f"{float(metrics['loss']):.3f}", refresh=False)
+    pending.clear()
+
+  with Preemption() as preemption:
+    for step in range(start + 1, total_steps + 1):
+      state, metrics = train_step(state, next(batches), *extra)
+      settle()  # the previous step, while this one runs
+      pending.append((step, metrics))
+      bar.update(1)
+      last = step == total_steps
+      log = step % log_every == 0 or last
+      evaluate_now = (eval_every and step % eval_every == 0) or last
+      preempted = preemption.agreed(step)
+      save = checkpoints.should_save(step) or last or preempted
+      if log or evaluate_now or save:
+        settle()  # nothing is logged or saved past a non-finite step
+      if log and count:
+        row = {f"train/{k}": v / count for k, v in sums.items()}
+        row["train/steps_per_sec"] = count / (time.time() - t_log)
+        writer.write(step, row)
+        sums, count, t_log = {}, 0, time.time()
+      if evaluate_now:
+        result = evaluate(state)
+        writer.write(step, result)
+        if main:
+          bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items()))
+      if save:
+        checkpoints.save(step, state, meta(step))
+      if preempted:
+        bar.close()
+        raise SystemExit(f"pre-empted (SIGTERM) at step {step}; checkpoint saved in "
+                         f"{checkpoints.directory}; run the same command to resume")
+  bar.close()
+  return state, result
