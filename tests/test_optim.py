@@ -55,6 +55,29 @@ def test_weight_decay_mask_and_clipping():
   assert optax.tree.norm(updates) == pytest.approx(2.0)
 
 
+def test_adam_decays_as_l2_and_adamw_decoupled():
+  """'adam' adds wd * w to the gradient before the moments (torch's Adam); 'adamw' decays after them."""
+  config = inception_config("inception_v4", None)
+  config.optimizer.update(name="adam", weight_decay=0.1, wd_mask=r".*", grad_clip=0.0, eps=1e-8)
+  params, g = {"w": jnp.array([1.0, -2.0])}, {"w": jnp.array([0.5, 3.0])}
+  reference = optax.chain(optax.add_decayed_weights(0.1), optax.adam(0.01))
+  for name, want in (("adam", reference), ("adamw", optax.adamw(0.01, weight_decay=0.1))):
+    config.optimizer.name = name
+    tx = optim.make_optimizer(config, optax.constant_schedule(0.01))
+    state, ref_state, p = tx.init(params), want.init(params), params
+    for _ in range(3):
+      updates, state = tx.update(g, state, p)
+      ref_updates, ref_state = want.update(g, ref_state, p)
+      np.testing.assert_allclose(updates["w"], ref_updates["w"], rtol=1e-6)
+      p = optax.apply_updates(p, updates)
+  # The two rules differ: with L2 the decay is normalised by Adam's second moment.
+  adam = optim.make_optimizer(config.copy_and_resolve_references(), optax.constant_schedule(0.01))
+  config.optimizer.name = "adam"
+  l2 = optim.make_optimizer(config, optax.constant_schedule(0.01))
+  assert not np.allclose(adam.update(g, adam.init(params), params)[0]["w"],
+                         l2.update(g, l2.init(params), params)[0]["w"])
+
+
 def test_unknown_optimizer_is_an_error():
   config = inception_config("inception_v4", None)
   config.optimizer.name = "lamb"

@@ -1,7 +1,9 @@
 """Optimizers and learning-rate schedules from the config.
 
 `config.optimizer`:
-  name: 'rmsprop' (the paper: decay 0.9, eps 1.0), 'sgd' (momentum, nesterov) or 'adamw' (b1, b2);
+  name: 'rmsprop' (the paper: decay 0.9, eps 1.0), 'sgd' (momentum, nesterov), 'adamw' (b1, b2;
+  decoupled decay) or 'adam' (decay added to the gradient as L2, as torch's Adam and geoopt's
+  RiemannianAdam do with `weight_decay`);
   weight_decay and wd_mask (which parameters decay: a regex on parameter paths, by default conv/dense
   kernels only, or 'no_norm_bias', timm's rule for modern backbones; see `decay_mask`),
   grad_clip (global-norm clipping; the paper clips at 2.0; 0 = off).
@@ -85,8 +87,10 @@ def make_optimizer(config: ml_collections.ConfigDict,
   elif o.name == "adamw":  # decoupled decay, applied by adamw itself
     core = optax.adamw(schedule, b1=o.get("b1", 0.9), b2=o.get("b2", 0.999), eps=o.get("eps", 1e-8),
                        weight_decay=wd, mask=mask)
+  elif o.name == "adam":
+    core = optax.adam(schedule, b1=o.get("b1", 0.9), b2=o.get("b2", 0.999), eps=o.get("eps", 1e-8))
   else:
-    raise UserError(f"unknown optimizer '{o.name}' (rmsprop, sgd, adamw)")
+    raise UserError(f"unknown optimizer '{o.name}' (rmsprop, sgd, adamw, adam)")
   parts = []
   if o.get("grad_clip", 0.0):
     parts.append(optax.clip_by_global_norm(o.grad_clip))
