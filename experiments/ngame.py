@@ -51,15 +51,13 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from experiments import common
 from inception_zoo.errors import UserError
 from inception_zoo.main import run_experiment
 from inception_zoo.metrics import MetricWriter
 from inception_zoo.train.fullbatch import fit
 from inception_zoo.train.optim import make_optimizer, make_schedule
 from inception_zoo.utils import plots
-from inception_zoo.xc import batching, classifier, data, metrics
-from inception_zoo.xc.encoder import MLPEncoder
+from inception_zoo.xc import batching, classifier, data, encoder, metrics, tokenize
 
 # The paper's LF datasets with the official first-stage settings (Extreme-classification/ngame,
 # configs/NGAME/*.json): training points; propensity A, B; batch size; title/text tokens; epochs;
@@ -85,11 +83,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       name="ngame_synthetic", data="synthetic", data_dir="", seeds=(0, 1),
       synthetic=dict(num_groups=100, labels_per_group=20, num_train=4096, num_test=2000, dim=32, nuisance_dim=32,
                      sibling_scale=0.35, noise=0.3, nuisance=1.0, zipf=0.7, mean_siblings=1.0),
-      encoder=dict(name="mlp", hidden=256, dim=64, pretrained="", max_len=0),
+      encoder=dict(name="mlp", hidden=256, dim=64),
       batch_size=64, num_epochs=30, eval_every=2, curriculum=(4, 8, 12, 16, 20), refresh_every=4,
       margin=0.3, num_negatives=10, tau=0.1,
       optimizer=dict(name="adamw", weight_decay=0.0), schedule=dict(name="cosine", base_lr=2e-3, warmup_epochs=1.0),
-      classifier=dict(steps=60, learning_rate=1e-2, shortlist=16, margin=0.2, num_negatives=3, beta=0.5),
+      classifier=dict(steps=60, batch_size=0, learning_rate=1e-2, shortlist=16, margin=0.2, num_negatives=3,
+                      beta=0.5),
       eval_shortlist=100, propensity_a=0.55, propensity_b=1.5))
   if arg == "runlocal":
     return c
@@ -101,21 +100,23 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
            batch_size=lf["batch"], num_epochs=lf["epochs"], eval_every=10, curriculum=lf["curriculum"],
            refresh_every=5, num_negatives=lf["negatives"], propensity_a=lf["a"], propensity_b=lf["b"],
            eval_shortlist=300)
-  c.encoder.update(name="distilbert", pretrained="sentence-transformers/msmarco-distilbert-base-v4", hidden=3072,
-                   dim=768, max_len=lf["tokens"])
+  # The architecture comes from the weights' config.json; `embed_batch`: texts per call when embedding a
+  # whole set (clustering, evaluation).
+  c.encoder = ml_collections.ConfigDict(dict(name="distilbert", pretrained="weights/msmarco-distilbert-base-v4",
+                                             max_len=lf["tokens"], lowercase=True, pooling="mean", embed_batch=1024))
   # The official schedule decays linearly after 100 warm-up steps; cosine here.
   c.schedule.update(name="cosine", base_lr=2e-4, warmup_epochs=100 * lf["batch"] / lf["train"])
-  c.classifier.update(steps=0, learning_rate=1e-3, shortlist=300)
+  c.classifier.update(steps=100 * lf["train"] // 2048, batch_size=2048, learning_rate=1e-3, shortlist=300)
   return c
 
 
-def _stage_one(config, d, model, embed, epoch_fn, tx, batching_name: str, seed: int, writer, prefix: str):
-  """Trains the Siamese encoder with `batching_name` batches; returns (params, curves)."""
+def _stage_one(config, d, params, embed, epoch_fn, tx, batching_name: str, seed: int, writer, prefix: str):
+  """Trains the Siamese encoder from `params` with `batching_name` batches; returns (params, curves)."""
   rng = np.random.default_rng(seed)
-  state = batching.init_state(model.init(jax.random.key(seed), d["x_train"][:1])["params"], tx, seed)
-  n = len(d["x_train"])
+  state = batching.init_state(params, tx, seed)
+  n = d["y_train"].shape[0]
   clusters = [np.array([i]) for i in range(n)]  # size 1: random batches until the first refresh
-  curves = {"epoch": [], "P@1": [], "hardness": [], "cluster_size": []}
+  curves = {"epoch": [], "P@1": [], "loss": [], "hardness": [], "cluster_size": []}
   for epoch in tqdm(range(config.num_epochs), desc=prefix, leave=False):
     if batching_name == "ngame" and batching.refresh_due(epoch, config.curriculum, config.refresh_every):
       size = batching.cluster_size_at(epoch, config.curriculum)
@@ -126,10 +127,12 @@ def _stage_one(config, d, model, embed, epoch_fn, tx, batching_name: str, seed: 
     state, m = epoch_fn(state, d["x_train"], d["label_x"], points, labels, targets)
     row = {"train/loss": float(np.mean(m["loss"])), "train/hardness": float(np.mean(m["hardness"]))}
     if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.num_epochs:
-      ranked, _ = classifier.shortlist(embed(state.params, d["x_test"]), embed(state.params, d["label_x"]), 1)
+      ranked, _ = classifier.shortlist(embed(state.params, d["x_test"]), embed(state.params, d["label_x"]), 1,
+                                       exclude=d.get("filter"))
       row["test/P@1"] = metrics.precision_at_k(ranked, d["y_test"], 1)
       curves["epoch"].append(epoch + 1)
       curves["P@1"].append(row["test/P@1"])
+    curves["loss"].append(row["train/loss"])
     curves["hardness"].append(row["train/hardness"])
     curves["cluster_size"].append(float(np.mean([len(c) for c in clusters])))
     writer.write(epoch + 1, {f"{prefix}/{k}": v for k, v in row.items()})
@@ -151,23 +154,39 @@ def _stage_two(config, d, docs, labels_emb, test_docs, seed: int):
   negative = ~batching.is_label(d["y_train"], np.arange(len(idx))[:, None], idx)
   positives, counts = classifier.padded_positives(d["y_train"])
   loss_fn = classifier.classifier_loss(docs, jnp.asarray(positives), jnp.asarray(counts), jnp.asarray(idx),
-                                       jnp.asarray(negative), c.margin, c.num_negatives)
+                                       jnp.asarray(negative), c.margin, c.num_negatives, c.batch_size)
   w, _ = fit(loss_fn, labels_emb, optax.adam(c.learning_rate), c.steps, key=jax.random.key(seed),
-             log_every=c.steps)
-  ranked, _ = classifier.fused_ranking(test_docs, labels_emb, w, config.eval_shortlist, c.beta)
+             log_every=min(c.steps, 1000))
+  ranked, _ = classifier.fused_ranking(test_docs, labels_emb, w, config.eval_shortlist, c.beta,
+                                       exclude=d.get("filter"))
   return ranked
 
 
+def _retrieval_metrics(config, d, docs, labels_emb, test_docs, inv_prop, seed: int, stage_two: bool):
+  """Metrics of the embeddings' top 5 (`knn/`) and, with `stage_two`, of the fused ranking (`fused/`)."""
+  ranked, _ = classifier.shortlist(test_docs, labels_emb, 5, exclude=d.get("filter"))
+  r = {f"knn/{k}": v for k, v in metrics.xc_metrics(ranked, d["y_test"], inv_prop).items()}
+  if stage_two:
+    fused = _stage_two(config, d, docs, labels_emb, test_docs, seed)
+    r.update({f"fused/{k}": v for k, v in metrics.xc_metrics(fused[:, :5], d["y_test"], inv_prop).items()})
+  return r
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
-  common.require_cpu_data(config, "synthetic")
+  if config.data == "synthetic":
+    return _run_synthetic(config, workdir)
+  return _run_lf(config, workdir)
+
+
+def _run_synthetic(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
   if config.encoder.name != "mlp":
     raise UserError(f"the synthetic setting trains the MLP encoder, not '{config.encoder.name}'")
   writer = MetricWriter(workdir, tensorboard=False)
   writer.write_config(config)
-  model = MLPEncoder(hidden=config.encoder.hidden, dim=config.encoder.dim)
+  model = encoder.MLPEncoder(hidden=config.encoder.hidden, dim=config.encoder.dim)
   steps_per_epoch = config.synthetic.num_train // config.batch_size
   tx = make_optimizer(config, make_schedule(config, steps_per_epoch, steps_per_epoch * config.num_epochs))
-  encode = lambda params, x: model.apply({"params": params}, x)[0]
+  encode = lambda params, x, key=None: model.apply({"params": params}, x)[0]
   # One compiled epoch for every seed and batching: same shapes, the data enters as arguments.
   epoch_fn = batching.make_train_epoch(encode, tx, config.margin, config.num_negatives, config.tau)
   embed = jax.jit(encode)
@@ -177,17 +196,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
     d = data.synthetic_xc(seed=seed, **config.synthetic)
     inv_prop = metrics.inverse_propensity(d["y_train"], config.propensity_a, config.propensity_b)
     for name in BATCHINGS:
-      params, curve = _stage_one(config, d, model, embed, epoch_fn, tx, name, seed, writer, f"{name}/seed{seed}")
+      init = model.init(jax.random.key(seed), d["x_train"][:1])["params"]
+      params, curve = _stage_one(config, d, init, embed, epoch_fn, tx, name, seed, writer, f"{name}/seed{seed}")
       curves[name].append(curve)
       docs, labels_emb, test_docs = (embed(params, d[k]) for k in ("x_train", "label_x", "x_test"))
-      ranked, _ = classifier.shortlist(test_docs, labels_emb, 5)
-      r = {f"knn/{k}": v for k, v in metrics.xc_metrics(ranked, d["y_test"], inv_prop).items()}
+      # Stage 2 on NGAME's encoder only (each run compiles its own classifier loss: not repeated for the
+      # random-batch ablation).
+      r = _retrieval_metrics(config, d, docs, labels_emb, test_docs, inv_prop, seed, stage_two=name == "ngame")
       r["hardness"] = float(np.mean(curve["hardness"][config.curriculum[0]:]))
       if name == "ngame":
-        # Stage 2 on NGAME's encoder (each run compiles its own classifier loss: not repeated for the
-        # random-batch ablation).
-        fused = _stage_two(config, d, docs, labels_emb, test_docs, seed)
-        r.update({f"fused/{k}": v for k, v in metrics.xc_metrics(fused[:, :5], d["y_test"], inv_prop).items()})
         # At equal embeddings (this encoder's): clustered against random batches.
         rng = np.random.default_rng(seed)
         size = batching.cluster_size_at(config.num_epochs - 1, config.curriculum)
@@ -208,6 +225,65 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
   writer.write(config.num_epochs, result)
   writer.close()
   plot(curves, os.path.join(workdir, "ngame_batching.png"))
+  return result
+
+
+def _lf_data(config) -> Dict[str, object]:
+  """An LF-* folder with its titles tokenised by the encoder's vocabulary; training points without labels
+  are dropped (they bring no positive), the propensities use all of them (as pyxclib)."""
+  raw = data.load_lf_dataset(config.data_dir)
+  keep = np.flatnonzero(np.diff(raw["trn_labels"].indptr) > 0)
+  vocab = os.path.join(config.encoder.pretrained, "vocab.txt")
+  tok = lambda texts: tokenize.tokenize(texts, vocab, config.encoder.max_len, config.encoder.lowercase)
+  return dict(x_train=tok([raw["trn_text"][i] for i in keep]), y_train=raw["trn_labels"][keep],
+              x_test=tok(raw["tst_text"]), y_test=raw["tst_labels"], label_x=tok(raw["lbl_text"]),
+              filter=raw["filter"],
+              inv_prop=metrics.inverse_propensity(raw["trn_labels"], config.propensity_a, config.propensity_b))
+
+
+def _in_chunks(embed, chunk: int):
+  """embed(params, inputs) over the rows of `inputs` (a tuple of arrays), `chunk` rows per call (the last
+  chunk padded: one compiled shape), for sets whose activations do not fit at once."""
+
+  def run_all(params, inputs):
+    n = len(inputs[0])
+    size = min(chunk, n)
+    parts = []
+    for i in range(0, n, size):
+      pad = max(0, i + size - n)
+      part = tuple(np.pad(a[i:i + size], [(0, pad)] + [(0, 0)] * (a.ndim - 1)) for a in inputs)
+      parts.append(embed(params, part)[:size - pad])
+    return jnp.concatenate(parts)
+
+  return run_all
+
+
+def _run_lf(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
+  """The paper's setting: DistilBERT from pre-trained weights, trained end to end on the LF-* titles with
+  NGAME's batches (stage 1), then the shortlist classifiers (stage 2); test metrics with the set's filter."""
+  if config.encoder.name != "distilbert":
+    raise UserError(f"the LF settings train the DistilBERT encoder, not '{config.encoder.name}'")
+  d = _lf_data(config)
+  model, params = encoder.load_distilbert(config.encoder.pretrained, config.encoder.pooling)
+  writer = MetricWriter(workdir, tensorboard=False)
+  writer.write_config(config)
+  steps_per_epoch = d["y_train"].shape[0] // config.batch_size
+  tx = make_optimizer(config, make_schedule(config, steps_per_epoch, steps_per_epoch * config.num_epochs))
+
+  def encode(params, inputs, key=None):  # a key: training, with dropout
+    ids, mask = inputs
+    return model.apply({"params": params}, ids, mask, train=key is not None,
+                       rngs=None if key is None else {"dropout": key})[0]
+
+  epoch_fn = batching.make_train_epoch(encode, tx, config.margin, config.num_negatives, config.tau)
+  embed = _in_chunks(jax.jit(encode), config.encoder.embed_batch)
+  seed = config.seeds[0]
+  params, curve = _stage_one(config, d, params, embed, epoch_fn, tx, "ngame", seed, writer, "ngame")
+  docs, labels_emb, test_docs = (embed(params, d[k]) for k in ("x_train", "label_x", "x_test"))
+  r = _retrieval_metrics(config, d, docs, labels_emb, test_docs, d["inv_prop"], seed, stage_two=True)
+  result = {"ngame/train_loss": curve["loss"][-1], **{f"ngame/{k}": float(v) for k, v in r.items()}}
+  writer.write(config.num_epochs, result)
+  writer.close()
   return result
 
 

@@ -1,6 +1,8 @@
-"""Paper 6, NGAME: XC metrics against per-row loops, the DistilBERT encoder against transformers, balanced
+"""Paper 6, NGAME: XC metrics against per-row loops, the DistilBERT encoder and its weight loading against
+transformers, the WordPiece tokenisation against transformers' Python and Rust BERT tokenizers, balanced
 clustering against its definition and scikit-learn's KMeans, the loss against a numpy transcription of
-the official one, stage 2 and the LF readers, and the synthetic claim (clustered > random batches)."""
+the official one, stage 2 and the LF readers, the full LF pipeline on a tiny generated set, and the
+synthetic claim (clustered > random batches)."""
 import numpy as np
 import jax
 import jax.numpy as jnp
@@ -10,10 +12,12 @@ import torch
 import transformers
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
+from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy
 
 from experiments import ngame
 from inception_zoo.errors import UserError
-from inception_zoo.xc import batching, classifier, data, encoder, metrics
+from inception_zoo.metrics import read_metrics
+from inception_zoo.xc import batching, classifier, data, encoder, metrics, tokenize
 
 
 def _random_labels(rng, n=40, num_labels=25):
@@ -58,11 +62,15 @@ def test_metrics_hand_case():
     metrics.xc_metrics(ranked, y, np.ones(4))
 
 
-def test_distilbert_encoder_matches_transformers():
+def test_distilbert_encoder_matches_transformers(tmp_path):
   cfg = transformers.DistilBertConfig(vocab_size=100, max_position_embeddings=16, dim=32, n_layers=2, n_heads=4,
                                       hidden_dim=64)
   torch.manual_seed(0)
   reference = transformers.DistilBertModel(cfg).eval()
+  reference.save_pretrained(tmp_path / "model")  # model.safetensors + config.json
+  masked_lm = transformers.DistilBertForMaskedLM(cfg)
+  masked_lm.distilbert.load_state_dict(reference.state_dict())
+  masked_lm.save_pretrained(tmp_path / "mlm")  # the encoder under distilbert., plus the vocab_* head
   state_dict = {k: v.numpy() for k, v in reference.state_dict().items()}
   ids = np.random.default_rng(0).integers(1, 100, (3, 10))
   mask = np.ones((3, 10), np.int64)
@@ -78,11 +86,46 @@ def test_distilbert_encoder_matches_transformers():
   unit = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)
   np.testing.assert_allclose(emb, unit((h * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)), atol=1e-5)
   np.testing.assert_allclose(cls, unit(h[:, 0]), atol=1e-5)
+  for name in ("model", "mlm"):  # loaded from the saved directories (numpy safetensors, no torch)
+    model, loaded = encoder.load_distilbert(str(tmp_path / name))
+    assert model.layers == 2 and model.hidden == 64 and model.dropout == 0.1
+    emb_loaded, aux_loaded = jax.jit(lambda p: model.apply({"params": p}, ids, mask))(loaded)
+    np.testing.assert_allclose(np.asarray(aux_loaded["last_hidden_state"]) * mask[..., None], h * mask[..., None],
+                               atol=1e-5)
+    np.testing.assert_allclose(emb_loaded, emb, atol=1e-6)
+  (tmp_path / "bin").mkdir()  # a directory with PyTorch weights only
+  (tmp_path / "bin" / "config.json").write_text((tmp_path / "model" / "config.json").read_text())
+  with pytest.raises(UserError, match="model.safetensors does not exist"):
+    encoder.load_distilbert(str(tmp_path / "bin"))
   with pytest.raises(UserError, match="has no 'transformer.layer.1.ffn.lin1.weight'"):
     encoder.distilbert_to_flax({k: v for k, v in state_dict.items() if "layer.1.ffn.lin1.w" not in k}, abstract)
   with pytest.raises(UserError, match="unknown pooling"):
     encoder.DistilBertEncoder(vocab_size=10, dim=8, layers=1, heads=2, hidden=8, pooling="max").init(
         jax.random.key(0), ids[:, :4] % 10, mask[:, :4])
+
+
+def _write_vocab(path, words):
+  path.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words) + "\n")
+
+
+def test_wordpiece_matches_bert_tokenizers(tmp_path):
+  _write_vocab(tmp_path / "vocab.txt", ["the", "red", "shoe", "##s", "cafe", "de", "##ja", "vu", ",", "!", ".", "un",
+                                        "##believ", "##able", "run", "##ning", "(", ")", "-", "'", "s", "t", "\u4e2d"])
+  texts = ["The red shoes!", "Caf\xe9 D\xe9j\xe0 vu, unbelievable.", "xyzzy running (red)", "", "\u4e2d\u6587 shoe",
+           "RED   shoe-s\tdon't", "red " + "s" * 120, " ".join(["red shoes"] * 20)]
+  ids, mask = tokenize.tokenize(texts, str(tmp_path / "vocab.txt"), 12)
+  assert ids.shape == mask.shape == (8, 12) and ids.dtype == np.int32
+  # Python (the original BERT code) and Rust (what from_pretrained builds) implementations of BERT's tokenizer.
+  for reference in (BertTokenizerLegacy(str(tmp_path / "vocab.txt"), do_lower_case=True),
+                    transformers.DistilBertTokenizer.from_pretrained(str(tmp_path))):
+    expected = reference(texts, max_length=12, padding="max_length", truncation=True)
+    np.testing.assert_array_equal(ids, expected["input_ids"])
+    np.testing.assert_array_equal(mask, expected["attention_mask"])
+  assert ids[1, :11].tolist() == [2, 9, 10, 11, 12, 13, 16, 17, 18, 15, 3]  # accents stripped, word pieces
+  assert mask[-1].all() and ids[-1, -1] == 3  # truncated to 12, [SEP] kept
+  (tmp_path / "bad.txt").write_text("[PAD]\n[UNK]\n[CLS]\n")
+  with pytest.raises(UserError, match=r"lacks the special token \[SEP\]"):
+    tokenize.tokenize(["a"], str(tmp_path / "bad.txt"), 8)
 
 
 def test_balanced_clusters_are_balanced_and_find_separated_groups():
@@ -165,6 +208,13 @@ def test_stage_two_shortlist_classifiers_and_fusion():
   np.testing.assert_allclose(sims, np.sort(full, axis=1)[:, ::-1][:, :7], rtol=1e-5)
   ranked, _ = classifier.fused_ranking(docs, labels_emb, labels_emb * 3.0, 7, beta=0.5)
   np.testing.assert_array_equal(ranked, idx)  # classifiers still at their initialisation: same ranking
+  exclude = np.array([[0, idx[0, 0]], [0, idx[0, 3]], [0, 49], [5, idx[5, 6]], [29, idx[29, 1]]])
+  kept, kept_sims = classifier.shortlist(docs, labels_emb, 7, chunk=10, exclude=exclude)
+  for i in range(30):  # brute force: the best 7 labels after dropping the point's filtered ones
+    banned = set(exclude[exclude[:, 0] == i, 1])
+    expected = [j for j in np.argsort(-full[i]) if j not in banned][:7]
+    np.testing.assert_array_equal(kept[i], expected)
+    np.testing.assert_allclose(kept_sims[i], full[i, expected], rtol=1e-5)
   y = sp.csr_matrix(np.eye(30, 50) + np.eye(30, 50, 1))
   positives, counts = classifier.padded_positives(y)
   assert positives.shape == (30, 2) and np.all(counts == 2) and np.all(positives[:, 1] == positives[:, 0] + 1)
@@ -209,8 +259,54 @@ def test_settings():
   assert ngame.get_config("wikipedia500k").propensity_a == 0.5
   with pytest.raises(UserError, match=r"unknown setting 'x' \(runlocal, "):
     ngame.get_config("x")
-  with pytest.raises(UserError, match="config only"):
+  assert full.encoder.max_len == 32 and full.classifier.batch_size == 2048
+  with pytest.raises(UserError, match="LF-AmazonTitles-131K/trn_X_Y.txt does not exist"):
     ngame.run(full, "/tmp/unused")
+
+
+def _tiny_lf_set(root, rng, words):
+  """An LF-style folder: label titles of two words, point titles made of their labels' words plus a
+  random one, two training points without labels, a test filter."""
+  labels = [" ".join(rng.choice(words, 2, replace=False)) for _ in range(30)]
+
+  def split(name, n):
+    rows = [sorted(set(rng.choice(30, rng.integers(1, 3)).tolist())) for _ in range(n)]
+    if name == "trn":
+      rows[3], rows[10] = [], []
+    titles = [" ".join([labels[r[0]] if r else "", rng.choice(words).upper() + "!"]) for r in rows]
+    (root / f"{name}_X_Y.txt").write_text(f"{n} 30\n" + "".join(" ".join(f"{j}:1" for j in r) + "\n" for r in rows))
+    (root / f"{name}.raw.txt").write_text("".join(t + "\n" for t in titles), encoding="latin-1")
+
+  split("trn", 64)
+  split("tst", 20)
+  (root / "lbl.raw.txt").write_text("".join(t + "\n" for t in labels))
+  (root / "filter_labels_test.txt").write_text("0 1\n0 2\n7 29\n")
+
+
+def test_full_pipeline_on_a_tiny_lf_set(tmp_path):
+  # LF-* text -> WordPiece -> pre-trained DistilBERT trained by NGAME's clustered batches -> stage 2 -> metrics.
+  rng = np.random.default_rng(0)
+  words = ["red", "blue", "shoe", "hat", "sock", "mug", "lamp", "desk", "cable", "phone", "case", "book", "pen",
+           "cup", "bag", "box", "fan", "key", "map", "toy", "caf\xe9"]
+  (tmp_path / "lf").mkdir()
+  _tiny_lf_set(tmp_path / "lf", rng, words)
+  cfg = transformers.DistilBertConfig(vocab_size=5 + len(words) + 1, max_position_embeddings=32, dim=32, n_layers=2,
+                                      n_heads=4, hidden_dim=64)
+  torch.manual_seed(0)
+  transformers.DistilBertModel(cfg).save_pretrained(tmp_path / "bert")
+  _write_vocab(tmp_path / "bert" / "vocab.txt", [w.replace("\xe9", "e") for w in words] + ["!"])
+  r = ngame.main([f"--workdir={tmp_path / 'run'}", f"--config.data_dir={tmp_path / 'lf'}",
+                  f"--config.encoder.pretrained={tmp_path / 'bert'}", "--config.encoder.max_len=8",
+                  "--config.encoder.embed_batch=24", "--config.batch_size=16", "--config.num_epochs=3",
+                  "--config.curriculum=(1, 2)", "--config.refresh_every=1", "--config.eval_every=1",
+                  "--config.classifier.steps=4", "--config.classifier.batch_size=16", "--config.classifier.shortlist=8",
+                  "--config.eval_shortlist=10"])
+  assert np.isfinite(r["ngame/train_loss"]) and r["ngame/train_loss"] > 0, r
+  for k in ("knn", "fused"):
+    assert {f"ngame/{k}/{m}@{i}" for m in ("P", "nDCG", "PSP") for i in (1, 3, 5)} <= set(r), r
+    assert all(0 <= r[f"ngame/{k}/{m}@5"] <= 1 for m in ("P", "nDCG", "PSP")), r
+  epochs = [row for row in read_metrics(str(tmp_path / "run")) if "ngame/train/loss" in row]
+  assert len(epochs) == 3 and all(np.isfinite(row["ngame/train/loss"]) and "ngame/test/P@1" in row for row in epochs)
 
 
 @pytest.mark.slow

@@ -118,7 +118,13 @@ def is_label(y: sp.csr_matrix, points: np.ndarray, labels: np.ndarray) -> np.nda
 
 def batch_targets(y: sp.csr_matrix, points: np.ndarray, labels: np.ndarray) -> np.ndarray:
   """(..., B, B) bools: [i, j] = the j-th label of the batch is one of point i's labels."""
-  return is_label(y, points[..., :, None], labels[..., None, :])
+  y = sp.csr_matrix(y)
+  out = np.empty(points.shape + labels.shape[-1:], bool)
+  # Batch by batch, rows then columns of the sparse matrix: an epoch of the full setting asks for
+  # 184 x 1,600 x 1,600 pairs, too many for one fancy index.
+  for batch in np.ndindex(points.shape[:-1]):
+    out[batch] = y[points[batch]][:, labels[batch]].toarray() != 0
+  return out
 
 
 def triplet_margin_ohnm(pos_sim: jax.Array, sims: jax.Array, negative: jax.Array, margin: float,
@@ -148,19 +154,24 @@ def make_train_epoch(encode: Callable[[Any, Any], jax.Array], tx: optax.Gradient
                      margin: float, num_negatives: int, tau: float = 0.1):
   """Returns a jitted `epoch(state, point_inputs, label_inputs, points, labels, targets)` that scans the
   siamese steps over (steps, B) point and positive-label indices and their (steps, B, B) targets;
-  `encode(params, inputs) -> unit embeddings`. Returns (state, {'loss', 'hardness'} per step), where
+  inputs are arrays or tuples of arrays (token ids and attention masks) indexed by their first axis;
+  `encode(params, inputs, key) -> unit embeddings`, `key` a PRNG key for dropout (a fresh one per step
+  and side, from the state's rng and step). Returns (state, {'loss', 'hardness'} per step), where
   hardness is the mean similarity of each point's hardest in-batch negative label."""
 
-  def loss_fn(params, point_inputs, label_inputs, points, labels, targets):
+  def loss_fn(params, point_inputs, label_inputs, points, labels, targets, key):
     take = lambda inputs, idx: jax.tree.map(lambda a: a[idx], inputs)
-    docs, lbls = encode(params, take(point_inputs, points)), encode(params, take(label_inputs, labels))
+    doc_key, label_key = jax.random.split(key)
+    docs = encode(params, take(point_inputs, points), doc_key)
+    lbls = encode(params, take(label_inputs, labels), label_key)
     sims = docs @ lbls.T
     loss = triplet_margin_ohnm(jnp.diagonal(sims), sims, ~targets, margin, num_negatives, tau)
     hard = jnp.mean(hardest_negative(sims, ~targets))
     return loss, hard
 
   def step(state: TrainState, batch):
-    (loss, hard), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, *batch)
+    key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+    (loss, hard), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, *batch, key)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=params), \

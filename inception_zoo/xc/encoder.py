@@ -6,18 +6,21 @@ labels (their titles), whose unit-norm outputs are compared by cosine similarity
 Full setting: a 6-layer DistilBERT (768 wide, 12 heads; the authors start from
 `sentence-transformers/msmarco-distilbert-base-v4`), mean-pooled over the non-padding tokens and
 normalised, as the official `STransformer`. `DistilBertEncoder` keeps the Hugging Face module names, so
-`distilbert_to_flax` fills it from a `transformers.DistilBertModel` state dict. CPU setting:
+`distilbert_to_flax` fills it from a `transformers.DistilBertModel` state dict and `load_distilbert` from a
+Hugging Face model directory (`config.json` + `model.safetensors`, read with numpy: no torch). CPU setting:
 `MLPEncoder`, a two-layer MLP of dense synthetic features.
 """
+import json
+import os
 import re
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from inception_zoo.convert import torch_to_flax_array
+from inception_zoo.convert import read_safetensors, torch_to_flax_array
 from inception_zoo.errors import UserError
 from inception_zoo.sharding import path_str
 
@@ -182,3 +185,32 @@ def distilbert_to_flax(state_dict: Mapping[str, Any], params) -> Dict[str, Any]:
     raise UserError(f"{len(unused)} DistilBERT tensors have no Flax counterpart, e.g. '{unused[0]}'")
   return out
 
+
+_MLM_PREFIX = "distilbert."  # DistilBertForMaskedLM (distilbert-base-uncased) nests the encoder here
+
+
+def load_distilbert(model_dir: str, pooling: str = "mean") -> Tuple[DistilBertEncoder, Dict[str, Any]]:
+  """(DistilBertEncoder, params) from a Hugging Face DistilBERT directory as `save_pretrained` writes it and
+  the hub holds it (sentence-transformers/msmarco-distilbert-base-v4, distilbert-base-uncased): the
+  architecture from `config.json`, the weights from `model.safetensors`; a masked-LM checkpoint's
+  prediction head (`vocab_*`) is left out. Dropout: the config's `dropout`, on attention weights too
+  (DistilBERT's `attention_dropout` is the same 0.1)."""
+  paths = {name: os.path.join(model_dir, name) for name in ("config.json", "model.safetensors")}
+  for path in paths.values():
+    if not os.path.isfile(path):
+      raise UserError(f"{path} does not exist (a Hugging Face DistilBERT directory with safetensors weights)")
+  with open(paths["config.json"]) as f:
+    cfg = json.load(f)
+  if cfg.get("model_type") != "distilbert":
+    raise UserError(f"{paths['config.json']}: model_type '{cfg.get('model_type')}', not distilbert")
+  if cfg.get("activation", "gelu") != "gelu":
+    raise UserError(f"{paths['config.json']}: activation '{cfg['activation']}'; the encoder has GELU")
+  model = DistilBertEncoder(vocab_size=cfg["vocab_size"], max_positions=cfg["max_position_embeddings"],
+                            dim=cfg["dim"], layers=cfg["n_layers"], heads=cfg["n_heads"], hidden=cfg["hidden_dim"],
+                            dropout=cfg["dropout"], pooling=pooling)
+  state_dict = read_safetensors(paths["model.safetensors"])
+  if any(k.startswith(_MLM_PREFIX) for k in state_dict):
+    state_dict = {k[len(_MLM_PREFIX):]: v for k, v in state_dict.items() if k.startswith(_MLM_PREFIX)}
+  ids = jnp.zeros((1, 1), jnp.int32)
+  abstract = jax.eval_shape(model.init, jax.random.key(0), ids, ids)["params"]
+  return model, distilbert_to_flax(state_dict, abstract)
