@@ -48,9 +48,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from experiments import common
-from inception_zoo.data import datasets
-from inception_zoo.distill import dataset
+from inception_zoo.data import datasets, pp
+from inception_zoo.distill import dataset, sre2l
 from inception_zoo.errors import UserError
 from inception_zoo.main import run_experiment
 from inception_zoo.metrics import MetricWriter
@@ -61,26 +60,40 @@ METHODS = ("random_real", "sre2l", "cda")
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict(dict(
-      name="cda_digits", data="digits", image_size=16, num_classes=10, ipc=10, seeds=3, seed=0,
-      widths=(8, 16), teacher="bn_convnet", student="bn_convnet",
+      name="cda_digits", data="digits", data_dir=None, image_size=16, num_classes=10, ipc=10, seeds=3,
+      seed=0, widths=(8, 16), teacher="bn_convnet", teacher_model=ml_collections.ConfigDict(),
+      init_from="", pixel_mean=pp.IMAGENET_MEAN, pixel_std=pp.IMAGENET_STD,
       teacher_steps=200, teacher_batch_size=128, teacher_lr=3e-3,
-      recover_steps=200, recover_lr=0.25, r_bn=0.01, first_bn_multiplier=10.0, jitter=2,
-      curriculum="cosine", milestone=1.0, min_crop_scale=0.08,
-      student_steps=200, student_lr=1e-2, student_weight_decay=0.01, temperature=3.0,
-      student_batch_size=0, student_epochs=0, log_every=100))
+      recover_steps=200, recover_batch_size=100, recover_lr=0.25, r_bn=0.01, first_bn_multiplier=10.0,
+      jitter=2, curriculum="cosine", milestone=1.0, min_crop_scale=0.08,
+      student_steps=200, student_lr=1e-2, student_weight_decay=0.01, temperature=3.0, log_every=100,
+      student=student_config()))
   if arg == "runlocal":
     return c
   if arg == "i21k":
     c.update(name="cda_i21k_ipc20", data="imagenet21k_p", image_size=224, num_classes=10450, ipc=20,
-             seeds=1, teacher="resnet18", student="resnet18", teacher_steps=0, recover_steps=2000,
-             recover_lr=0.05, r_bn=0.25, jitter=32, student_steps=0, student_batch_size=1024,
-             student_epochs=300)
+             seeds=1, teacher="resnet18", recover_steps=2000, recover_lr=0.05, r_bn=0.25, jitter=32,
+             temperature=20.0)
     return c
   if arg is not None:
     raise UserError(f"unknown setting '{arg}' (runlocal, i21k, or none = ImageNet-1K IPC 50)")
   c.update(name="cda_i1k_ipc50", data="tfds:imagenet2012", image_size=224, num_classes=1000, ipc=50,
-           seeds=1, teacher="resnet18", student="resnet18", teacher_steps=0, recover_steps=4000, jitter=32,
-           student_steps=0, student_batch_size=1024, student_epochs=300)
+           seeds=1, teacher="resnet18", recover_steps=4000, jitter=32, temperature=20.0)
+  return c
+
+
+def student_config() -> ml_collections.ConfigDict:
+  """The full setting's student (`SRe2L/validate/train_FKD.sh`): ResNet-18 from scratch, AdamW 1e-3
+  (weight decay 0.01 on kernels), cosine, batch 1024, 300 epochs on RandomResizedCrop(0.08, 1) + flip
+  views with CutMix (Beta(1, 1), every batch), evaluated on the 224 px centre of 256 px ImageNet val."""
+  c = ml_collections.ConfigDict(dict(
+      model_name="resnet18", num_epochs=300.0, log_every=100, eval_every=10_000, checkpoint_every=1_000,
+      input=dict(eval_split="validation", batch_size=1024, eval_batch_size=1000, num_threads=32,
+                 pp_train="decode|inception_crop(224, area_min=8)|flip_lr|normalize",
+                 pp_eval="decode|resize_small(256)|central_crop(224)|normalize|keep('image', 'label')"),
+      optimizer=dict(name="adamw", weight_decay=0.01),
+      schedule=dict(name="cosine", base_lr=1e-3),
+      mixup=dict(cutmix_alpha=1.0, prob=1.0, switch_prob=0.0)))
   return c
 
 
@@ -100,7 +113,8 @@ def random_real(images, labels, ipc: int, num_classes: int, seed: int):
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
-  common.require_cpu_data(config, "digits")
+  if config.data != "digits":  # the full pipeline, resumable batch by batch and step by step
+    return sre2l.run(config, workdir)
   x_train, y_train = _digits("train", config.image_size)
   x_test, y_test = _digits("test", config.image_size)
   writer = MetricWriter(workdir, tensorboard=False)

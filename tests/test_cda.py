@@ -4,12 +4,15 @@ crop + bilinear resize, and the digits claim."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 import torch
 
 from experiments import cda
-from inception_zoo.distill import dataset
+from inception_zoo import ckpt, create_model
+from inception_zoo.distill import dataset, sre2l
 from inception_zoo.errors import UserError
 from inception_zoo.models.mlp import MLP
 
@@ -127,3 +130,72 @@ def test_cda_digits_claim(tmp_path):
   assert r["cda/accuracy"] >= r["sre2l/accuracy"] + 0.01, r  # measured +0.044
   assert min(r[f"{m}/accuracy"] for m in cda.METHODS) > 0.80, r  # every student learned from 100 images
   assert (tmp_path / "cda_digits.png").exists()
+
+
+def _full_config(tmp_path, **overrides):
+  """The full pipeline at toy size: mocked CIFAR-10 (32 px images resized to 16), a 3-stage ResNet of
+  width 4-8 as the squeezed teacher (random weights saved as a converted checkpoint), IPC 1 recovered in
+  two batches of 5 classes for 3 steps, a 2-step student."""
+  c = cda.get_config(None)
+  c.update(data="tfds:cifar10", num_classes=10, image_size=16, ipc=1, recover_batch_size=5,
+           recover_steps=3, jitter=1, log_every=3, teacher="resnet20", init_from=str(tmp_path / "teacher"))
+  c.teacher_model = ml_collections.ConfigDict(dict(depth=8, widths=(4, 8, 8)))
+  c.student.update(model_name="resnet20", total_steps=2, log_every=1, checkpoint_every=1)
+  c.student.model = ml_collections.ConfigDict(dict(depth=8, widths=(4, 8, 8)))
+  c.student.input.update(eval_split="test", batch_size=8, eval_batch_size=8, num_threads=1,
+                         pp_train="inception_crop(16, area_min=8)|flip_lr|normalize",
+                         pp_eval="decode|resize(16)|normalize|keep('image', 'label')")
+  c.update(overrides)
+  return c
+
+
+def test_full_pipeline_recovers_in_batches_resumes_and_trains_the_student(tmp_path, monkeypatch):
+  teacher = create_model("resnet20", num_classes=10, depth=8, widths=(4, 8, 8))
+  variables = teacher.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)), train=False)
+  ckpt.save_weights(str(tmp_path / "teacher"), jax.device_get(dict(variables)), {"source": "random:0"})
+  config = _full_config(tmp_path)
+  assert sre2l.num_batches(config) == 2
+  # The official order: blocks of classes inside, image number outside; a last block may be short.
+  np.testing.assert_array_equal(sre2l.batch_labels(1, 10, 5), [5, 6, 7, 8, 9])
+  np.testing.assert_array_equal(sre2l.batch_labels(5, 10, 4), [8, 9])
+  np.testing.assert_array_equal(sre2l.batch_labels(6, 10, 4), [0, 1, 2, 3])
+  calls, recover = [], dataset.recover
+
+  def counted(*args, **kwargs):  # the first run is killed as batch 2 starts
+    if len(calls) == 1 and kill[0]:
+      raise KeyboardInterrupt
+    calls.append(args[2])
+    return recover(*args, **kwargs)
+
+  kill = [True]
+  monkeypatch.setattr(dataset, "recover", counted)
+  with tfds.testing.mock_data(num_examples=8):
+    with pytest.raises(KeyboardInterrupt):
+      cda.run(config, str(tmp_path / "run"))
+    directory = tmp_path / "run" / "recovered"
+    (directory / "batch_00001.npz.partial").write_bytes(b"half a file")  # what a kill mid-write leaves
+    first = (directory / "batch_00000.npz").stat().st_mtime_ns
+    assert not (directory / "batch_00001.npz").exists()
+    with pytest.raises(UserError, match="1 of 2 recovered batches"):
+      sre2l.recovered_dataset("train", str(directory))
+    kill[0] = False
+    result = cda.run(config, str(tmp_path / "run"))
+    # Resumed: only batch 1 was recovered; batch 0's file was left as it was.
+    assert [x.tolist() for x in calls] == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
+    assert result["recover/skipped"] == 1 and result["recover/recovered"] == 1
+    assert (directory / "batch_00000.npz").stat().st_mtime_ns == first
+    assert 0.0 <= result["eval/top1"] <= 1.0 and (tmp_path / "run" / "student" / "checkpoints" / "2").exists()
+    train = sre2l.recovered_dataset("train", str(directory))
+    assert len(train) == 10 and sorted(train.source.labels) == list(range(10))
+    assert train.source.images.dtype == np.uint8 and train.source.images.shape == (10, 16, 16, 3)
+    assert len(sre2l.recovered_dataset("test", str(directory))) == 8  # the source's held-out split
+    # An uninterrupted run writes the same files.
+    calls.clear()
+    sre2l.recover_to_dir(config, str(tmp_path / "once"))
+    assert len(calls) == 2
+    for k in range(2):
+      a, b = np.load(directory / f"batch_{k:05d}.npz"), np.load(tmp_path / "once" / f"batch_{k:05d}.npz")
+      np.testing.assert_array_equal(a["image"], b["image"])
+      np.testing.assert_array_equal(a["label"], b["label"])
+    with pytest.raises(UserError, match="another recover_steps"):
+      sre2l.recover_to_dir(_full_config(tmp_path, recover_steps=4), str(directory))
