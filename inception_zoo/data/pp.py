@@ -13,7 +13,7 @@ import math
 from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
 from inception_zoo.data import augment
 from inception_zoo.errors import UserError, did_you_mean
@@ -189,6 +189,102 @@ def flip_lr(p: float = 0.5) -> Op:
       if "box" in ex:  # the box now reads mirrored
         ymin, xmin, ymax, xmax = ex["box"]
         ex["box"] = np.array([ymin, 1 - xmax, ymax, 1 - xmin], np.float32)
+    return ex
+  return op
+
+
+def flip_box_lr(box: np.ndarray) -> np.ndarray:
+  """The box of a view flipped left-right, in the original image's coordinates: xmin and xmax swap,
+  so the view's columns read from xmin to xmax, right to left (PixPro's positive pairs need it)."""
+  ymin, xmin, ymax, xmax = box
+  return np.array([ymin, xmax, ymax, xmin], np.float32)
+
+
+@register_op
+def flip_view_lr(p: float = 0.5) -> Op:
+  """A left-right flip whose "box" stays in the original image (`flip_box_lr`); `flip_lr` instead
+  moves the box into the mirrored image."""
+  def op(ex, rng):
+    if rng.uniform() < p:
+      ex["image"] = ex["image"][:, ::-1]
+      ex["box"] = flip_box_lr(ex["box"])
+    return ex
+  return op
+
+
+def adjust_hue(img: Image.Image, hue: float) -> Image.Image:
+  """torchvision's PIL hue shift: the HSV hue channel moves by hue x 255 (wrapping), hue in [-0.5, 0.5]."""
+  h, s, v = img.convert("HSV").split()
+  shifted = (np.asarray(h, np.int64) + int(hue * 255)) % 256
+  return Image.merge("HSV", (Image.fromarray(shifted.astype(np.uint8), "L"), s, v)).convert(img.mode)
+
+
+COLOR_ADJUSTMENTS = (lambda img, f: ImageEnhance.Brightness(img).enhance(f),
+                     lambda img, f: ImageEnhance.Contrast(img).enhance(f),
+                     lambda img, f: ImageEnhance.Color(img).enhance(f),
+                     adjust_hue)
+
+
+def color_jitter_image(image: np.ndarray, order: Sequence[int], factors: Sequence) -> np.ndarray:
+  """Brightness, contrast, saturation and hue (indices 0-3 of `COLOR_ADJUSTMENTS`) at `factors`, in
+  `order`, on a uint8 RGB image: torchvision's ColorJitter on PIL images, the draws given; a factor
+  None skips its adjustment."""
+  img = Image.fromarray(image)
+  for i in order:
+    if factors[i] is not None:
+      img = COLOR_ADJUSTMENTS[i](img, factors[i])
+  return np.asarray(img)
+
+
+@register_op
+def color_jitter(brightness: float = 0.4, contrast: float = 0.4, saturation: float = 0.4,
+                 hue: float = 0.1, p: float = 1.0) -> Op:
+  """With probability `p`, torchvision's ColorJitter (as SimCLR, BYOL and PixPro use it): factors
+  uniform in [max(0, 1 - s), 1 + s] (hue: [-hue, hue]), the four adjustments in a random order, one of
+  strength 0 skipped; on uint8 RGB images, so before `value_range`/`normalize`."""
+  if not (min(brightness, contrast, saturation) >= 0 and 0 <= hue <= 0.5):
+    raise UserError(f"color_jitter needs brightness, contrast, saturation >= 0 and 0 <= hue <= 0.5; "
+                    f"got {brightness}, {contrast}, {saturation}, {hue}")
+
+  def op(ex, rng):
+    if rng.uniform() < p:
+      order = rng.permutation(4)
+      factors = [rng.uniform(max(0.0, 1 - s), 1 + s) if s else None for s in (brightness, contrast, saturation)]
+      factors.append(rng.uniform(-hue, hue) if hue else None)
+      ex["image"] = color_jitter_image(ex["image"], order, factors)
+    return ex
+  return op
+
+
+@register_op
+def random_grayscale(p: float = 0.2) -> Op:
+  """With probability `p`, the image's luma (PIL's "L") in all three channels (torchvision's
+  RandomGrayscale)."""
+  def op(ex, rng):
+    if rng.uniform() < p:
+      ex["image"] = np.repeat(np.asarray(Image.fromarray(ex["image"]).convert("L"))[..., None], 3, -1)
+    return ex
+  return op
+
+
+@register_op
+def gaussian_blur(sigma_min: float = 0.1, sigma_max: float = 2.0, p: float = 1.0) -> Op:
+  """With probability `p`, PIL's Gaussian blur at a radius (sigma) uniform in [sigma_min, sigma_max]
+  pixels: the blur of MoCo v2 and PixPro's official augmentation."""
+  def op(ex, rng):
+    if rng.uniform() < p:
+      radius = rng.uniform(sigma_min, sigma_max)
+      ex["image"] = np.asarray(Image.fromarray(ex["image"]).filter(ImageFilter.GaussianBlur(radius)))
+    return ex
+  return op
+
+
+@register_op
+def solarize(threshold: int = 128, p: float = 1.0) -> Op:
+  """With probability `p`, every uint8 value >= `threshold` inverted (PIL's ImageOps.solarize)."""
+  def op(ex, rng):
+    if rng.uniform() < p:
+      ex["image"] = np.asarray(ImageOps.solarize(Image.fromarray(ex["image"]), threshold))
     return ex
   return op
 
