@@ -2,40 +2,50 @@
 Representation Learning", CVPR 2021), paper 21 of the zoo: pixel-level vs instance-level pre-training
 of a small CNN on real photographs, judged by a per-pixel linear probe.
 
-Claim reproduced (Sec. 4, Tables 1-3, qualitatively): pre-training with pixel-level consistency
+Claim tested (Sec. 4, Tables 1-3, qualitatively): pre-training with pixel-level consistency
 (PixPro: positive pairs of feature-map cells from the views' overlap, pixel propagation) transfers
 better to a dense task than the instance-level method it builds on (BYOL: pooled features of the two
 views), at the same pre-training budget; both against a randomly initialised backbone.
 Plot: probe mIoU per method and one held-out crop segmented by each, in WORKDIR/pixpro_probe.png.
   python -m experiments.pixpro --config=runlocal --workdir=workdirs/pixpro
-CPU time here: 29 s of CPU (1 min 43 s wall on 2 shared cores). Measured (probe on 4,608 held-out
-cells of 128 crops, 8 classes): mIoU / cell accuracy PixPro 0.307 / 0.543, BYOL 0.239 / 0.469, random
-init 0.254 / 0.460. At this budget the ordering depends on the setting: of five settings tried (24 or 32 px
-views, batch 8-16, 100-200 steps, width 16 or 32) PixPro led the random init in all five (once by only
-0.009) and BYOL in four (not at 24 px, batch 16, 100 steps, lr 3e-3: 0.283 vs 0.296).
+CPU time here: 46 s of CPU (2 min 44 s wall on 2 heavily shared cores). Measured (probe on 4,608
+held-out cells of 128 crops, 8 classes), mIoU / cell accuracy: PixPro 0.290 / 0.512, BYOL 0.288 /
+0.543, random init 0.270 / 0.485; seeds 1 and 2 (mIoU): PixPro 0.406, 0.320, BYOL 0.423, 0.372,
+random 0.244, 0.285. Both pre-trainings beat the random init; PixPro's lead over BYOL is NOT
+reproduced at this scale. (With the earlier hand-written view sampler, the same setting gave PixPro
+0.307, BYOL 0.239, random 0.254, and PixPro led BYOL in four of five settings tried: at this budget
+the order of the two is within the noise of the views drawn.)
 
 CPU setting (`runlocal`): the two photographs shipped with scikit-learn (`load_sample_images`: china,
-flower; 427 x 640), downsampled 4x. Pre-training views: random-resized crops (20-100% of the area)
-to 24 x 24 with their boxes (`pp.inception_crop(return_box=True)`), random flips (tracked in the box:
-`pixpro.flip_box_lr`) and brightness / contrast / saturation jitter; a 4-layer CNN of stride 4
-(6 x 6 x 64 maps: the paper's 7 x 7 C5 at this scale), projection head 256 -> 64, batch 12, 120 steps
-of Adam (lr 2e-3), momentum 0.99 -> 1, gamma 2, T 0.7. BYOL is the same network's instance branch
-alone (pooled projection + predictor), with the same views, steps and initial weights. The dense
-task (our construction): per-pixel labels = k-means (4 clusters per image, 8 classes) of the colours
-of the image blurred at sigma 6 px, i.e. the image's large colour regions; a pixel's own colour does
-not give its label near region borders or in textured regions. Probe: frozen backbone, one linear
+flower; 427 x 640), downsampled 4x. Pre-training views (data/two_view.py, the loader of the full
+setting): random-resized crops (20-100% of the area) to 24 x 24 with their boxes, random flips
+tracked in the boxes (`pp.flip_view_lr`) and brightness / contrast / saturation jitter 0.4; a 4-layer
+CNN of stride 4 (6 x 6 x 64 maps: the paper's 7 x 7 C5 at this scale), projection head 256 -> 64,
+batch 12, 120 steps of Adam (lr 2e-3), momentum 0.99 -> 1, gamma 2, T 0.7. BYOL is the same network's
+instance branch alone (pooled projection + predictor), with the same views, steps and initial weights.
+The dense task (our construction): per-pixel labels = k-means (4 clusters per image, 8 classes) of the
+colours of the image blurred at sigma 6 px, i.e. the image's large colour regions; a pixel's own colour
+does not give its label near region borders or in textured regions. Probe: frozen backbone, one linear
 softmax on the stride-4 features, cells labelled at their centres; trained on 64 random crops of the
 left 60% of each image, measured (cell accuracy, mIoU) on 64 crops of the right 40%. PixContrast
 (`--config.methods="('pixpro', 'pixcontrast', 'byol')"`) is implemented but not in the default run.
 
-Full setting (`get_config()`, config only: its two-view ImageNet loader is not implemented here):
-ResNet-50 C5, projection 2048 -> 4096 -> 256, ImageNet-1K, 100 epochs (400: `--config.total_steps=500400`),
-batch 1024 (8 x 128), LARS with base lr 1.0 x batch / 256, weight decay 1e-5, 5 warm-up epochs then
-cosine, momentum 0.99 -> 1, crops 8-100% of the area at 224 (tools/pixpro_base_r50_100ep.sh of the
-official code); transfer to VOC / COCO / Cityscapes as in the paper.
+Each method pre-trains in WORKDIR/<method> on the shared step loop: its whole state is checkpointed
+(every `checkpoint_every` steps, at the end, on pre-emption) and the same command resumes it exactly;
+batch k is a function of the seed and k.
+
+Full setting (`get_config()`): ResNet-50 C5, projection 2048 -> 4096 -> 256, ImageNet-1K (tfds
+`imagenet2012`, prepared), 100 epochs (400: `--config.total_steps=500400`), batch 1024 data-parallel
+over every device, LARS with base lr 1.0 x batch / 256, weight decay 1e-5, 5 warm-up epochs then
+cosine, momentum 0.99 -> 1 (tools/pixpro_base_r50_100ep.sh of the official code); views of the
+official BYOL augmentation (`two_view.byol_views`): crops of 8-100% of the area at 224, flip, colour
+jitter (0.4, 0.4, 0.2, 0.1) p 0.8, grayscale p 0.2, blur p 1.0 / 0.1, solarize p 0 / 0.2. It
+pre-trains and checkpoints every 5,000 steps; the dense transfer (VOC / COCO / Cityscapes) of the
+paper is not here.
 """
+import functools
 import os
-from typing import Dict
+from typing import Callable, Dict, Iterator
 
 import flax.linen as nn
 import jax
@@ -48,37 +58,42 @@ from scipy import ndimage
 from sklearn.cluster import KMeans
 from sklearn.datasets import load_sample_images
 
-from experiments import common
-from inception_zoo.data import pp
+from inception_zoo import sharding
+from inception_zoo.data import datasets, pipeline, pp, two_view
 from inception_zoo.errors import UserError
 from inception_zoo.main import run_experiment
-from inception_zoo.metrics import MetricWriter
+from inception_zoo.metrics import MetricWriter, read_metrics
+from inception_zoo.registry import create_model
 from inception_zoo.train import pixpro
 from inception_zoo.train.fullbatch import fit
-from inception_zoo.train.state import make_init
+from inception_zoo.train.state import global_batch, make_init
 from inception_zoo.utils import plots
-
-MEAN, STD = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
-
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict(dict(
-      name="pixpro_sample_images", data="sample_images", seed=0, methods=("pixpro", "byol"),
-      image_scale=4, view_size=24, area_min=20.0, area_max=100.0, jitter=0.4,
+      name="pixpro_sample_images", data="sample_images", data_dir=None, seed=0, methods=("pixpro", "byol"),
+      image_scale=4, view_size=24, area_min=20.0, area_max=100.0,
+      # Per-view augmentation after the crop and flip (`two_view.byol_views`): colour jitter strengths
+      # (brightness, contrast, saturation, hue) and the probabilities of each op in views 1 and 2.
+      jitter=(0.4, 0.4, 0.4, 0.0), jitter_p=1.0, grayscale_p=0.0, blur_p=(0.0, 0.0), solarize_p=(0.0, 0.0),
       label_blur=6.0, clusters_per_image=4, probe_split=0.6, probe_crops=64, probe_steps=300,
-      probe_lr=0.05, backbone="small_cnn", width=32, hidden_dim=256, dim=64,
+      probe_lr=0.05, backbone="small_cnn", feature="C2", width=32, hidden_dim=256, dim=64,
       batch_size=12, total_steps=120, log_every=40, optimizer="adam", learning_rate=2e-3,
       weight_decay=0.0, warmup_steps=0, momentum=0.99, gamma=2.0, transform_layers=1,
-      pos_ratio=0.7, temperature=0.3, instance_weight=0.0))
+      pos_ratio=0.7, temperature=0.3, instance_weight=0.0, checkpoint_every=0, keep_checkpoints=1,
+      num_threads=2, mesh=ml_collections.ConfigDict(dict(data=1, fsdp=1))))
   if arg == "runlocal":
     return c
   if arg is not None:
     raise UserError(f"unknown setting '{arg}' (runlocal, or none = the ImageNet-1K ResNet-50 setting)")
   steps_per_epoch = 1_281_167 // 1024
-  c.update(name="pixpro_r50_i1k", data="tfds:imagenet2012", backbone="resnet50", view_size=224,
-           area_min=8.0, hidden_dim=4096, dim=256, batch_size=1024, total_steps=100 * steps_per_epoch,
-           log_every=100, optimizer="lars", learning_rate=1.0 * 1024 / 256, weight_decay=1e-5,
-           warmup_steps=5 * steps_per_epoch, methods=("pixpro",))
+  c.update(name="pixpro_r50_i1k", data="tfds:imagenet2012", backbone="resnet50", feature="C5",
+           view_size=224, area_min=8.0, jitter=(0.4, 0.4, 0.2, 0.1), jitter_p=0.8, grayscale_p=0.2,
+           blur_p=(1.0, 0.1), solarize_p=(0.0, 0.2), hidden_dim=4096, dim=256, batch_size=1024,
+           total_steps=100 * steps_per_epoch, log_every=100, optimizer="lars",
+           learning_rate=1.0 * 1024 / 256, weight_decay=1e-5, warmup_steps=5 * steps_per_epoch,
+           methods=("pixpro",), checkpoint_every=5_000, keep_checkpoints=3, num_threads=32)
+  c.mesh.data = -1  # data-parallel over every device
   return c
 
 
@@ -116,44 +131,37 @@ def region_labels(images, config) -> list:
   return labels
 
 
-def _jitter(img: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
-  """Brightness, contrast and saturation scaled by factors in [1 - s, 1 + s] (BYOL's colour jitter,
-  without hue); img float in [0, 1]."""
-  if not strength:
-    return img
-  b, c, s = rng.uniform(1 - strength, 1 + strength, 3)
-  img = img * b
-  img = (img - img.mean()) * c + img.mean()
-  gray = img.mean(-1, keepdims=True)
-  return np.clip((img - gray) * s + gray, 0.0, 1.0)
+def views(config) -> two_view.Preprocess:
+  """The two augmented views of an image and their boxes (data/two_view.py) with the config's recipe."""
+  return two_view.two_views(*two_view.byol_views(
+      config.view_size, config.area_min, config.area_max, tuple(config.jitter), config.jitter_p,
+      config.grayscale_p, tuple(config.blur_p), tuple(config.solarize_p)))
 
 
-def _normalize(img_u8: np.ndarray) -> np.ndarray:
-  return (img_u8.astype(np.float32) / 255.0 - MEAN) / STD
+def pretraining_source(config, images=None):
+  """ImageNet's training split, or the sample photographs repeated to one batch (so a shuffled pass
+  over them draws each about equally often)."""
+  if config.data == "sample_images":
+    repeated = np.stack([images[i % len(images)] for i in range(config.batch_size)])
+    return datasets.ArraySource(repeated, np.zeros(len(repeated)))
+  return datasets.get_dataset(config.data, "train", config.data_dir).source
 
 
-def view_pairs(images, config, rng: np.random.Generator) -> Dict[str, np.ndarray]:
-  """total_steps x batch_size pairs of augmented views with their boxes, stacked (step, batch, ...)."""
-  crop = pp.inception_crop(config.view_size, config.area_min, config.area_max, return_box=True)
-  n = config.total_steps * config.batch_size
-  out = {k: [] for k in ("view1", "view2", "box1", "box2")}
-  for _ in range(n):
-    img = images[rng.integers(len(images))]
-    for v in ("1", "2"):
-      ex = crop({"image": img}, rng)
-      view, box = ex["image"].astype(np.float32) / 255.0, ex["box"]
-      if rng.uniform() < 0.5:
-        view, box = view[:, ::-1], pixpro.flip_box_lr(box)
-      out["view" + v].append((_jitter(view, rng, config.jitter) - MEAN) / STD)
-      out["box" + v].append(box)
-  shape = (config.total_steps, config.batch_size)
-  return {k: np.stack(v).astype(np.float32).reshape(*shape, *np.shape(v[0])) for k, v in out.items()}
+def batch_stream(source, config, mesh) -> Callable[[int], Iterator]:
+  """start -> the global batches of steps start+1, ...: batch k is a function of (seed, k)."""
+  def batches(start: int):
+    for local in pipeline.train_batches(source, views(config), global_batch=config.batch_size,
+                                        seed=config.seed, start_batch=start,
+                                        num_threads=config.num_threads):
+      yield global_batch(mesh, local)
+  return batches
 
 
 def probe_crops(images, labels, config, rng: np.random.Generator, part: str):
   """Random crops of the left (`part`='train') or right ('test') part of each image, with the labels
   at the centres of their stride-4 cells. Returns images (N, S, S, 3), labels (N, S/4 * S/4)."""
-  crop = pp.inception_crop(config.view_size, config.area_min, config.area_max, return_box=True)
+  crop = pp.build(f"inception_crop({config.view_size}, {config.area_min}, {config.area_max}, "
+                  f"return_box=True)|normalize")
   cells = config.view_size // 4
   xs, ys, boxes = [], [], []
   for img, lab in zip(images, labels):
@@ -161,7 +169,7 @@ def probe_crops(images, labels, config, rng: np.random.Generator, part: str):
     img, lab = (img[:, :cut], lab[:, :cut]) if part == "train" else (img[:, cut:], lab[:, cut:])
     for _ in range(config.probe_crops):
       ex = crop({"image": img}, rng)
-      xs.append(_normalize(ex["image"]))
+      xs.append(ex["image"])
       boxes.append(ex["box"])
     centres, _ = pixpro.cell_centres(jnp.asarray(np.stack(boxes[-config.probe_crops:])), cells, cells)
     yx = np.floor(np.asarray(centres) * lab.shape).astype(int)
@@ -186,13 +194,22 @@ def make_tx(config):
 
 
 def build_model(config) -> pixpro.PixPro:
-  """The small CNN with the pixel branch, and the instance branch when a method needs it."""
-  if config.backbone != "small_cnn":
-    raise UserError(f"the '{config.backbone}' setting is given as config only; this experiment runs "
-                    f"the small CNN on the sample images (--config=runlocal)")
-  return pixpro.PixPro(SmallConvNet(config.width), feature="C2", hidden_dim=config.hidden_dim,
+  """The backbone (the small CNN, or a registered network without its classifier) with the pixel
+  branch, and the instance branch when a method needs it."""
+  if config.backbone == "small_cnn":
+    backbone = SmallConvNet(config.width)
+  else:
+    backbone = create_model(config.backbone, num_classes=0)
+  return pixpro.PixPro(backbone, feature=config.feature, hidden_dim=config.hidden_dim,
                        dim=config.dim, gamma=config.gamma, transform_layers=config.transform_layers,
                        instance="byol" in config.methods or config.instance_weight > 0)
+
+
+def initial_state(model, tx, config, mesh):
+  """(init, shardings): () -> the initial state (the seed's weights), replicated over the mesh."""
+  init = functools.partial(jax.jit(make_init(model, tx, (config.view_size, config.view_size, 3))),
+                           jax.random.key(config.seed))
+  return init, jax.tree.map(lambda _: sharding.replicated(mesh), jax.eval_shape(init))
 
 
 def method_weights(config, method: str) -> Dict[str, float]:
@@ -228,54 +245,71 @@ def mean_iou(pred: np.ndarray, label: np.ndarray, num_classes: int) -> float:
   return float(np.mean(ious))
 
 
+class DenseProbe:
+  """The dense task on the sample photographs: a linear probe of frozen backbone features, trained on
+  crops of the left part of each image, scored on crops of the right part. `probe(variables, name)`
+  -> {"probe/accuracy", "probe/miou"}; the held-out predictions are kept in `predictions[name]`."""
+
+  def __init__(self, images, model: pixpro.PixPro, config, writer: MetricWriter):
+    labels = region_labels(images, config)
+    self.num_classes = len(images) * config.clusters_per_image
+    rng = np.random.default_rng(config.seed)  # the probe's crops do not depend on pre-training
+    self.train, self.test = (probe_crops(images, labels, config, rng, part) for part in ("train", "test"))
+    self.features = jax.jit(lambda v, x: model.backbone.apply(v, x, train=False)[1][config.feature])
+    self.config, self.writer, self.predictions = config, writer, {}
+
+  def __call__(self, variables, name: str) -> Dict[str, float]:
+    f_train, f_test = (np.asarray(self.features(variables, jnp.asarray(x)))
+                       for x in (self.train[0], self.test[0]))
+    pred = linear_probe(f_train.reshape(-1, f_train.shape[-1]), self.train[1].reshape(-1),
+                        f_test.reshape(-1, f_test.shape[-1]), self.num_classes, self.config, self.writer,
+                        f"{name}/probe/")
+    truth = self.test[1].reshape(-1)
+    self.predictions[name] = pred.reshape(self.test[1].shape)
+    return {"probe/accuracy": float(np.mean(pred == truth)),
+            "probe/miou": mean_iou(pred, truth, self.num_classes)}
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
-  common.require_cpu_data(config, "sample_images")
   methods = ("pixpro", "pixcontrast", "byol")
   for m in config.methods:
     if m not in methods:
       raise UserError(f"unknown method '{m}' ({', '.join(methods)})")
   writer = MetricWriter(workdir, tensorboard=False)
   writer.write_config(config)
-  rng = np.random.default_rng(config.seed)
-  images = load_images(config)
-  labels = region_labels(images, config)
-  num_classes = len(images) * config.clusters_per_image
-  batches = view_pairs(images, config, rng)
-  probe = {part: probe_crops(images, labels, config, rng, part) for part in ("train", "test")}
+  probing = config.data == "sample_images"
+  images = load_images(config) if probing else None
+  mesh = sharding.make_mesh(config.mesh.to_dict())
+  batches = batch_stream(pretraining_source(config, images), config, mesh)
 
   # Every method starts from the same initial weights (also the random-init baseline); the instance
   # baseline shares PixPro's compiled step, its pixel loss weighted 0 (`pixpro.make_train_step`).
   model, tx = build_model(config), make_tx(config)
-  init_state = jax.jit(make_init(model, tx, (config.view_size, config.view_size, 3)))(
-      jax.random.key(config.seed))
-  features = jax.jit(lambda v, x: model.backbone.apply(v, x, train=False)[1]["C2"])
+  init, shardings = initial_state(model, tx, config, mesh)
   backbone_of = lambda s: {"params": s.params["backbone"], "batch_stats": s.batch_stats["backbone"]}
-  trained = {"random": backbone_of(init_state)}
+  probe = DenseProbe(images, model, config, writer) if probing else None
   steps = {}
+  result: Dict[str, float] = {}
   for method in config.methods:
     pixel_loss = "pixcontrast" if method == "pixcontrast" else "pixpro"
     if pixel_loss not in steps:
       steps[pixel_loss] = pixpro.make_train_step(
           model, tx, config.total_steps, base_momentum=config.momentum, pixel_loss=pixel_loss,
           pos_ratio=config.pos_ratio, temperature=config.temperature)
-    state = jax.tree.map(jnp.copy, init_state)  # own buffers: pretrain donates the state
-    state, _ = pixpro.pretrain(steps[pixel_loss], state, batches, method_weights(config, method),
-                               log_every=config.log_every, writer=writer, prefix=f"{method}/pretrain/")
-    trained[method] = backbone_of(state)
-
-  result: Dict[str, float] = {}
-  predictions = {}
-  for name, variables in trained.items():
-    f_train, f_test = (np.asarray(features(variables, jnp.asarray(probe[p][0]))) for p in ("train", "test"))
-    pred = linear_probe(f_train.reshape(-1, f_train.shape[-1]), probe["train"][1].reshape(-1),
-                        f_test.reshape(-1, f_test.shape[-1]), num_classes, config, writer, f"{name}/probe/")
-    truth = probe["test"][1].reshape(-1)
-    result[f"{name}/accuracy"] = float(np.mean(pred == truth))
-    result[f"{name}/miou"] = mean_iou(pred, truth, num_classes)
-    predictions[name] = pred.reshape(probe["test"][1].shape)
-  writer.write(config.total_steps, result)
+    # Each method checkpoints, resumes and logs in a workdir of its own.
+    _, done = pixpro.pretrain(steps[pixel_loss], init, batches, method_weights(config, method), config,
+                              os.path.join(workdir, method), shardings=shardings, desc=method,
+                              evaluate=probe and (lambda state, m=method: probe(backbone_of(state), m)))
+    if probing:
+      result.update({f"{method}/{k.split('/')[-1]}": v for k, v in done.items()})
+    else:  # no dense task at this scale here: the last logged training loss
+      logged = [r for r in read_metrics(os.path.join(workdir, method)) if "train/loss" in r]
+      result[f"{method}/loss"] = logged[-1]["train/loss"]
+  if probing:
+    result.update({f"random/{k.split('/')[-1]}": v for k, v in probe(backbone_of(init()), "random").items()})
+    writer.write(config.total_steps, result)
+    plot(result, probe.test, probe.predictions, probe.num_classes, os.path.join(workdir, "pixpro_probe.png"))
   writer.close()
-  plot(result, probe["test"], predictions, num_classes, os.path.join(workdir, "pixpro_probe.png"))
   return result
 
 
@@ -287,7 +321,7 @@ def plot(result, test, predictions, num_classes: int, path: str):
   axes[0].set_ylabel("probe mIoU (held-out crops)")
   i = 0  # the first held-out crop
   cells = int(np.sqrt(test[1].shape[1]))
-  axes[1].imshow(np.clip(test[0][i] * STD + MEAN, 0, 1))
+  axes[1].imshow(np.clip(test[0][i] * np.float32(pp.IMAGENET_STD) + np.float32(pp.IMAGENET_MEAN), 0, 1))
   axes[1].set_title("held-out crop")
   for ax, (title, lab) in zip(axes[2:], [("labels", test[1][i])] + [(n, predictions[n][i]) for n in names]):
     ax.imshow(lab.reshape(cells, cells), vmin=0, vmax=num_classes, cmap="tab10")

@@ -26,31 +26,30 @@ scripts) where the paper is silent:
 Our reading: the crop box is (ymin, xmin, ymax, xmax) in [0, 1] with pixel edges (the repo's
 `pp.inception_crop(return_box=True)`; the official code uses pixel indices / (size - 1)); a view
 flipped left-right stores its box with xmin and xmax swapped (the official convention: its cells'
-centres then run from right to left; see `flip_box_lr`). PixContrast's negatives are every target
+centres then run from right to left; `pp.flip_view_lr`). data/two_view.py gives such views and
+boxes from any image source (ImageNet with the official augmentation). PixContrast's negatives are every target
 cell of the batch that is not a positive (the paper draws them from the other view and a memory
 bank; the released code has no PixContrast). Both views go through the networks as one batch, so
 BatchNorm sees their union (the official code runs them one after the other).
+
+`pretrain` runs the step on the shared step loop (train/loop.py): the state checkpoints to the workdir
+and a restarted run resumes exactly where it stopped.
 """
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Iterator, Optional, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
+import ml_collections
 import optax
-from tqdm.auto import tqdm
 
+from inception_zoo import ckpt
 from inception_zoo.errors import UserError
-from inception_zoo.metrics import MetricWriter, check_finite
+from inception_zoo.metrics import MetricWriter
+from inception_zoo.train import loop
 from inception_zoo.train.state import TrainState, keep_if_finite
 
 PIXEL_LOSSES = ("pixpro", "pixcontrast")
-
-
-def flip_box_lr(box: np.ndarray) -> np.ndarray:
-  """The box of a view flipped left-right: xmin and xmax swap, so its columns read right to left."""
-  ymin, xmin, ymax, xmax = box
-  return np.array([ymin, xmax, ymax, xmin], np.float32)
 
 
 def cell_centres(boxes: jax.Array, height: int, width: int) -> Tuple[jax.Array, jax.Array]:
@@ -285,30 +284,39 @@ def make_train_step(model: PixPro, tx: optax.GradientTransformation, total_steps
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     new = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                         batch_stats=batch_stats, opt_state=opt_state, ema_params=target_params)
-    return keep_if_finite(jnp.isfinite(loss), new, state), {"loss": loss, "momentum": m, **metrics}
+    grad_norm = optax.tree.norm(grads)
+    ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    return keep_if_finite(ok, new, state), {"loss": loss, "grad_norm": grad_norm, "momentum": m, **metrics}
 
   return train_step
 
 
-def pretrain(train_step, state: TrainState, batches: Dict[str, np.ndarray], weights: Dict[str, float],
-             *, log_every: int = 50, writer: Optional[MetricWriter] = None, prefix: str = "pretrain/",
-             progress: bool = True
-             ) -> Tuple[TrainState, np.ndarray]:
-  """Runs `train_step` with `weights` over batches stacked along a leading step axis; returns (state,
-  losses) and stops with a one-line error at the first non-finite loss. One compiled call per step:
-  XLA's CPU convolutions run several times slower inside a scan's loop body than as calls of their own."""
-  step_fn = jax.jit(train_step, donate_argnums=0)
-  weights = {k: jnp.float32(v) for k, v in weights.items()}
-  num_steps = len(next(iter(batches.values())))
-  losses = []
-  for i in tqdm(range(num_steps), desc="pretrain", disable=not progress, leave=False):
-    state, metrics = step_fn(state, {k: v[i] for k, v in batches.items()}, weights)
-    losses.append(metrics["loss"])
-    if (i + 1) % log_every == 0 or i + 1 == num_steps:
-      recent = np.asarray(jax.device_get(losses[-log_every:]))
-      bad = np.flatnonzero(~np.isfinite(recent))
-      if bad.size:  # the step kept the last good state; the error names the first bad step
-        check_finite(i + 2 - len(recent) + int(bad[0]), float(recent[bad[0]]))
-      if writer is not None:
-        writer.write(i + 1, {prefix + k: v for k, v in metrics.items()})
-  return state, np.asarray(jax.device_get(losses))
+def pretrain(train_step: Callable, init: Callable[[], TrainState], batches: Callable[[int], Iterator],
+             weights: Dict[str, float], config: ml_collections.ConfigDict, workdir: str, *,
+             total_steps: Optional[int] = None, evaluate: Optional[Callable[[TrainState], Dict[str, float]]] = None,
+             shardings=None, desc: str = "pretrain") -> Tuple[TrainState, Dict[str, float]]:
+  """Runs `train_step` (of `make_train_step`) with `weights` on the shared step loop, from `workdir`'s
+  newest checkpoint, else from `init()`, up to `total_steps` (default `config.total_steps`).
+
+  `batches(start)` yields the batches of steps start+1, start+2, ...: each a function of the seed and
+  the step, so a resumed run is the uninterrupted one. The whole state (online parameters, momentum
+  target, optimizer state, batch statistics, key, step) is saved every `config.checkpoint_every` steps,
+  at the end and on pre-emption; metrics go to `workdir`/metrics.jsonl. Returns the state and
+  `evaluate(state)` at the end ({} without `evaluate`), also for a workdir that was already done."""
+  evaluate = evaluate or (lambda state: {})
+  checkpoints = ckpt.Checkpoints(workdir, keep=config.keep_checkpoints, every_steps=config.checkpoint_every)
+  state, meta = loop.restore_or_start(checkpoints, init, shardings)
+  settings = dict(seed=config.seed, global_batch=config.batch_size)
+  loop.check_same_input(meta, workdir, **settings)
+  start = int(jax.device_get(state.step))
+  writer = MetricWriter(workdir, tensorboard=False)
+  try:
+    state, result = loop.run_steps(
+        state, jax.jit(train_step, donate_argnums=0), batches(start), start=start,
+        total_steps=total_steps or config.total_steps, checkpoints=checkpoints, writer=writer,
+        meta=lambda step: loop.input_meta(config, step, **settings), evaluate=evaluate,
+        log_every=config.log_every, desc=desc, extra=({k: jnp.float32(v) for k, v in weights.items()},))
+  finally:
+    checkpoints.close()
+    writer.close()
+  return state, result or evaluate(state)
