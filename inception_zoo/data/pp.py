@@ -249,7 +249,8 @@ def color_jitter(brightness: float = 0.4, contrast: float = 0.4, saturation: flo
   def op(ex, rng):
     if rng.uniform() < p:
       order = rng.permutation(4)
-      factors = [rng.uniform(max(0.0, 1 - s), 1 + s) if s else None for s in (brightness, contrast, saturation)]
+      factors = [rng.uniform(max(0.0, 1 - s), 1 + s) if s else None
+                 for s in (brightness, contrast, saturation)]
       factors.append(rng.uniform(-hue, hue) if hue else None)
       ex["image"] = color_jitter_image(ex["image"], order, factors)
     return ex

@@ -27,8 +27,8 @@ Our reading: the crop box is (ymin, xmin, ymax, xmax) in [0, 1] with pixel edges
 `pp.inception_crop(return_box=True)`; the official code uses pixel indices / (size - 1)); a view
 flipped left-right stores its box with xmin and xmax swapped (the official convention: its cells'
 centres then run from right to left; `pp.flip_view_lr`). data/two_view.py gives such views and
-boxes from any image source (ImageNet with the official augmentation). PixContrast's negatives are every target
-cell of the batch that is not a positive (the paper draws them from the other view and a memory
+boxes from any image source (ImageNet with the official augmentation). PixContrast's negatives are
+every target cell of the batch that is not a positive (the paper draws them from the other view and a memory
 bank; the released code has no PixContrast). Both views go through the networks as one batch, so
 BatchNorm sees their union (the official code runs them one after the other).
 
@@ -293,7 +293,8 @@ def make_train_step(model: PixPro, tx: optax.GradientTransformation, total_steps
 
 def pretrain(train_step: Callable, init: Callable[[], TrainState], batches: Callable[[int], Iterator],
              weights: Dict[str, float], config: ml_collections.ConfigDict, workdir: str, *,
-             total_steps: Optional[int] = None, evaluate: Optional[Callable[[TrainState], Dict[str, float]]] = None,
+             total_steps: Optional[int] = None,
+             evaluate: Optional[Callable[[TrainState], Dict[str, float]]] = None,
              shardings=None, desc: str = "pretrain") -> Tuple[TrainState, Dict[str, float]]:
   """Runs `train_step` (of `make_train_step`) with `weights` on the shared step loop, from `workdir`'s
   newest checkpoint, else from `init()`, up to `total_steps` (default `config.total_steps`).
