@@ -28,8 +28,8 @@ Our reading: the crop box is (ymin, xmin, ymax, xmax) in [0, 1] with pixel edges
 flipped left-right stores its box with xmin and xmax swapped (the official convention: its cells'
 centres then run from right to left; `pp.flip_view_lr`). data/two_view.py gives such views and
 boxes from any image source (ImageNet with the official augmentation). PixContrast's negatives are
-every target cell of the batch that is not a positive (the paper draws them from the other view and a memory
-bank; the released code has no PixContrast). Both views go through the networks as one batch, so
+every target cell of the batch that is not a positive (the paper draws them from the other view and a
+memory bank; the released code has no PixContrast). Both views go through the networks as one batch, so
 BatchNorm sees their union (the official code runs them one after the other).
 
 `pretrain` runs the step on the shared step loop (train/loop.py): the state checkpoints to the workdir
