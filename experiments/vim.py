@@ -15,14 +15,20 @@ its 64 codes in effective use (perplexity of the train tokens).
 CPU setting (`runlocal`): scikit-learn's 8x8 digits (`digits_arrays`, 1,437 train / 360 test), grey
 levels in [0, 1]. Stage 1: ViT-VQGAN with 2x2 patches (16 tokens), one block of width 32, 64 codes looked
 up l2-normalised in 4-d, loss L_VQ + L_2, 400 Adam steps (lr 3e-3) on batches of 64, trained by
-`experiments.vit_vqgan.train`. Stage 2: VIM with 2 blocks of width 64, its start token the class or, for
-half the training sequences, "no class" (our reading: one network serves the conditional samples and the
-label-free probe), 600 Adam steps on batches of 64; the probe is scikit-learn's logistic regression on
-the standardised features of block 1 (the second and last).
+`experiments.vit_vqgan.train` in WORKDIR/stage1. Stage 2 in WORKDIR/stage2: VIM with 2 blocks of width
+64 on the frozen stage-1 tokens of each batch, its start token the class or, for half the training
+sequences, "no class" (our reading: one network serves the conditional samples and the label-free
+probe), 600 Adam steps on batches of 64; the probe is scikit-learn's logistic regression on the
+standardised features of block 1 (the second and last). Both stages run on the shared loop
+(`inception_zoo.train.vqgan`): checkpoints every `checkpoint_every` steps, resumed by running again.
 
-Full setting (`get_config()`, config only: its ImageNet trainer is not implemented here): VIM-Large
-(36 blocks, width 2048) on the 32x32 tokens of ViT-VQGAN-SS at 256 px, 8192 codes, class-conditional,
-batch 1024, 450k steps, Adam lr 4.5e-4 with warmup (our reading of Sec. 4.1).
+Full setting (`get_config()`): ViT-VQGAN-SS as in experiments/vit_vqgan.py (ImageNet through tfds
+`imagenet2012`, 256 px, all four loss terms, R1), then VIM-Large (36 blocks, width 2048) on its 32x32
+tokens of the same ImageNet batches (1024 images, encoded on the fly), class-conditional, 450k steps,
+Adam lr 4.5e-4 with 5k warmup steps (our reading of Sec. 4.1); then FID and Inception Score of 50k
+class-conditional samples (classes in turn, temperature 1) against the validation images, with the
+zoo's Inception-v3 (`--config.fid.weights=DIR`; the perceptual network: `--config.stage1.perceptual.weights`).
+The linear probe is evaluated in the CPU setting only.
 """
 import os
 from typing import Dict
@@ -33,14 +39,14 @@ import ml_collections
 import numpy as np
 import optax
 
-from experiments import common
-from experiments import vit_vqgan as vit_vqgan_experiment
+from experiments import vit_vqgan as stage1_experiment
 from inception_zoo.data import datasets
 from inception_zoo.errors import UserError
+from inception_zoo.eval import fid
 from inception_zoo.main import run_experiment
 from inception_zoo.metrics import MetricWriter
 from inception_zoo.models import vim, vit_vqgan
-from inception_zoo.train.fullbatch import fit
+from inception_zoo.train import vqgan
 from inception_zoo.utils import plots
 
 
@@ -50,62 +56,108 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # stage 1, trained by experiments.vit_vqgan.train (one seed)
       stage1=dict(size=(1, 32, 2, 64), latent_dim=32, codebook_size=64, code_dim=4, seeds=(0,),
                   weights=dict(l2=1.0), batch_size=64, total_steps=400, learning_rate=3e-3, warmup_steps=0,
-                  log_every=200),
+                  log_every=200, **stage1_experiment.training_fields(full=False)),
       stage2=(2, 64, 4, 128), probe_layer=1, num_classes=10, class_dropout=0.5,
-      batch_size=64, total_steps=600, learning_rate=3e-3, log_every=200))
+      batch_size=64, eval_batch_size=360, total_steps=600, learning_rate=3e-3, warmup_steps=0, log_every=200,
+      eval_every=0, checkpoint_every=300, temperature=1.0, pp_train="", pp_eval="", num_threads=2,
+      fid=stage1_experiment.fid_fields()))
   if arg == "runlocal":
     return c
   if arg is not None:
     raise UserError(f"unknown setting '{arg}' (runlocal, or none = VIM-Large on ImageNet)")
-  c.update(name="vim_large_i1k", data="imagenet2012", image_size=256, channels=3, patch_size=8,
+  c.update(name="vim_large_i1k", image_size=256, channels=3, patch_size=8,
            stage2=vim.SIZES["large"], probe_layer=18, num_classes=1000, class_dropout=0.0,
-           batch_size=1024, total_steps=450_000, learning_rate=4.5e-4, log_every=1000)
+           batch_size=1024, eval_batch_size=250, total_steps=450_000, learning_rate=4.5e-4, warmup_steps=5000,
+           log_every=1000, eval_every=10_000, checkpoint_every=5000, num_threads=32)
+  stage1_experiment.imagenet_input(c, c.image_size)
   c.stage1.update(size=vit_vqgan.SIZES["small"], latent_dim=256, codebook_size=8192, code_dim=32,
-                  batch_size=256, total_steps=500_000, learning_rate=1e-4, warmup_steps=5000, log_every=1000)
+                  batch_size=256, total_steps=500_000, learning_rate=1e-4, warmup_steps=5000, log_every=1000,
+                  **stage1_experiment.training_fields(full=True))
   c.stage1.weights.update(vit_vqgan.LOSS_WEIGHTS)
   return c
 
 
-def train_stage1(config, x_train, writer):
+def train_stage1(config, workdir, x_train, x_test):
+  """Stage 1 in WORKDIR/stage1 on the digits arrays, or on the tfds images when `x_train` is None."""
   s = config.stage1
   model = vit_vqgan.ViTVQGAN(image_size=config.image_size, patch_size=config.patch_size, channels=config.channels,
                              encoder=s.size, decoder=s.size, latent_dim=s.latent_dim,
                              codebook_size=s.codebook_size, code_dim=s.code_dim)
-  params = vit_vqgan_experiment.train(s, model, x_train, writer, prefix="stage1/")
-  return model, jax.tree.map(lambda a: a[0], params)
+  running = lambda state: dict(zip(("stage1/test_mse", "stage1/test_perplexity"), (
+      float(np.mean(a)) for a in stage1_experiment.evaluate_arrays(model, state["params"], x_test)[:2])))
+  state = stage1_experiment.train(s, model, os.path.join(workdir, "stage1"),
+                                  stage1_experiment.stage1_batches(config, s, x_train), running)
+  return model, jax.tree.map(lambda a: a[0], state["params"])
 
 
-def train_stage2(config, tokens, labels, writer):
-  model = vim.VIM(codebook_size=config.stage1.codebook_size, seq_len=tokens.shape[1], num_classes=config.num_classes,
-                  size=config.stage2, probe_layer=config.probe_layer)
-  tokens, labels = jnp.asarray(tokens), jnp.asarray(labels)
+def train_stage2(config, workdir, stage1, p1, train_arrays, test_tokens, test_labels):
+  """Stage 2 in WORKDIR/stage2 on the frozen stage-1 tokens of each batch (of `train_arrays`, or the
+  tfds images with their labels when it is None)."""
+  model = vim.VIM(codebook_size=config.stage1.codebook_size, seq_len=test_tokens.shape[1],
+                  num_classes=config.num_classes, size=config.stage2, probe_layer=config.probe_layer)
+  lr = config.learning_rate
+  tx = optax.adam(optax.linear_schedule(0.0, lr, config.warmup_steps) if config.warmup_steps else lr)
+  step = vqgan.stage2_step(model, tx, stage1, class_dropout=config.class_dropout)
+  if train_arrays is not None:
+    batches = lambda start: stage1_experiment.array_batches(train_arrays, (config.batch_size,), config.seed, start)
+  else:
+    batches = lambda start: stage1_experiment.tfds_batches(config, config.batch_size, config.seed, start)
+  nll = jax.jit(lambda p, labels: vim.next_token_loss(model.apply({"params": p}, test_tokens, labels)[0], test_tokens))
+  running = lambda state: {"test/nll_conditional": float(nll(state["params"], test_labels)),
+                           "test/nll_unconditional": float(nll(state["params"], jnp.full_like(test_labels, config.num_classes)))}
+  state = stage1_experiment.run_stage(config, os.path.join(workdir, "stage2"),
+                                      lambda: vqgan.stage2_init(model, tx, config.seed), step, batches, running,
+                                      "stage 2", extra=(p1,), seed=config.seed)
+  return model, state["params"]
 
-  def loss_fn(p, key):
-    k1, k2 = jax.random.split(key)
-    i = jax.random.randint(k1, (config.batch_size,), 0, tokens.shape[0])
-    drop = jax.random.bernoulli(k2, config.class_dropout, (config.batch_size,))
-    y = jnp.where(drop, config.num_classes, labels[i])
-    return vim.next_token_loss(model.apply({"params": p}, tokens[i], y)[0], tokens[i])
 
-  params = model.init(jax.random.key(config.seed), tokens[:1], labels[:1])["params"]
-  params, _ = fit(loss_fn, params, optax.adam(config.learning_rate), config.total_steps,
-                  key=jax.random.key(config.seed + 1), log_every=config.log_every, writer=writer,
-                  prefix="stage2/", progress=True)
-  return model, params
+def sample_images(config, stage1, p1, stage2, p2, labels, key):
+  """Class-conditional samples for `labels`, decoded by stage 1, in [0, 1]."""
+  grid = config.image_size // config.patch_size
+  tokens = vim.sample(stage2, p2, labels, key, temperature=config.temperature)
+  return stage1.apply({"params": p1}, tokens.reshape(-1, grid, grid), method=stage1.decode)
+
+
+def sample_fid(config, stage1, p1, stage2, p2) -> Dict[str, float]:
+  """FID of `fid.num_samples` class-conditional samples (classes in turn) against every held-out image,
+  and their Inception Score (Table 3's columns), with the configured Inception-v3."""
+  inception = stage1_experiment.inception_stats(config.fid)
+  real = [inception(np.asarray(b["image"])[np.asarray(b["mask"]) > 0])[0]
+          for b in stage1_experiment.held_out(config)]
+  n, b = config.fid.num_samples, config.fid.batch_size
+  sample = jax.jit(lambda labels, key: sample_images(config, stage1, p1, stage2, p2, labels, key))
+  key = jax.random.key(config.seed + 2)
+  outs = [inception(np.asarray(sample(jnp.arange(i, i + b) % config.num_classes, jax.random.fold_in(key, i))))
+          for i in range(0, n, b)]
+  features, probs = (np.concatenate([o[k] for o in outs])[:n] for k in (0, 1))
+  return {"fid": fid.fid(np.concatenate(real), features),
+          "inception_score": fid.inception_score(probs, splits=config.fid.splits)[0]}
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
-  common.require_cpu_data(config, "digits")
-  from sklearn.linear_model import LogisticRegression
-  from sklearn.preprocessing import StandardScaler
-  x_train, y_train = datasets.digits_arrays("train", flat=False)
-  x_test, y_test = datasets.digits_arrays("test", flat=False)
   writer = MetricWriter(workdir, tensorboard=False)
   writer.write_config(config)
-  stage1, p1 = train_stage1(config, x_train, writer)
+  digits = config.data == "digits"
+  if digits:
+    x_train, y_train = datasets.digits_arrays("train", flat=False)
+    x_test, y_test = datasets.digits_arrays("test", flat=False)
+  else:  # the running evaluations' held-out images: the first validation batch
+    x_train = y_train = None
+    first = next(stage1_experiment.held_out(config))
+    x_test, y_test = first["image"], np.asarray(first["label"])
+  stage1, p1 = train_stage1(config, workdir, x_train, x_test)
   encode = jax.jit(lambda x: stage1.apply({"params": p1}, x, method=stage1.encode).reshape(x.shape[0], -1))
-  t_train, t_test = np.asarray(encode(x_train)), np.asarray(encode(x_test))
-  stage2, p2 = train_stage2(config, t_train, y_train, writer)
+  t_test = np.asarray(encode(x_test))
+  stage2, p2 = train_stage2(config, workdir, stage1, p1, {"image": x_train, "label": y_train} if digits else None,
+                            jnp.asarray(t_test), jnp.asarray(y_test))
+  if not digits:
+    result = sample_fid(config, stage1, p1, stage2, p2)
+    writer.write(config.total_steps, result)
+    writer.close()
+    return result
+  from sklearn.linear_model import LogisticRegression
+  from sklearn.preprocessing import StandardScaler
+  t_train = np.asarray(encode(x_train))
 
   @jax.jit
   def evaluate(tokens, labels):
@@ -131,9 +183,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
   }
   writer.write(config.total_steps, result)
   writer.close()
-  samples = vim.sample(stage2, p2, jnp.arange(config.num_classes), jax.random.key(config.seed), temperature=1.0)
-  grid = config.image_size // config.patch_size
-  images = stage1.apply({"params": p1}, samples.reshape(-1, grid, grid), method=stage1.decode)
+  images = sample_images(config, stage1, p1, stage2, p2, jnp.arange(config.num_classes), jax.random.key(config.seed))
   plot(np.asarray(nll_free).mean(0), np.asarray(nll_cond).mean(0), result, np.asarray(images),
        os.path.join(workdir, "vim_tokens.png"))
   return result

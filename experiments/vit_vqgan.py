@@ -9,16 +9,18 @@ held-out crops we measure the codebook perplexity (exp of the code entropy), the
 and the reconstruction MSE, each model trained from two seeds side by side in one compiled step. Plot:
 per-code usage histograms and test reconstructions in WORKDIR/vit_vqgan_codebook.png.
   python -m experiments.vit_vqgan --config=runlocal --workdir=workdirs/vit_vqgan
-CPU time here: 45 s of CPU (3.3 min wall on 2 cores shared with 7 other jobs). Measured on 512 held-out
-crops, seeds 0 / 1: test perplexity, factorised l2 5.5 / 6.5 vs plain 3.1 / 5.0 (means 6.0 vs 4.0); MSE
-0.0090 / 0.0083 vs 0.0104 / 0.0082 (means 0.0086 vs 0.0093); 3.1% vs 2.9% of the codes used. Under pytest
+CPU time here: 62 s of CPU (4 min wall on 2 cores shared with other jobs). Measured on 512 held-out
+crops, seeds 0 / 1: test perplexity, factorised l2 5.5 / 6.1 vs plain 4.4 / 4.7 (means 5.8 vs 4.6); MSE
+0.0087 / 0.0081 vs 0.0113 / 0.0085 (means 0.0084 vs 0.0099); 3.1% vs 3.7% of the codes used. Under pytest
 (8 fake CPU devices, so other float reductions) the means are 5.9 vs 4.7 and 0.0087 vs 0.0094. The claim
 holds on the mean of the seeds; single seeds are noisy (in the pytest run seed 0's plain model has the
 higher perplexity and the lower MSE), and both models use few codes: the tiny encoder maps most 8x8
 patches to about their mean colour (the paper's near-full usage needs its scale). Over the 8 runs made
 while choosing this setting (4x4 or 8x8 patches, 64-d or 256-d plain codes, 400-1500 steps, 1-2 seeds)
 the l2 lookup had the higher perplexity in all 8 seed-means (2 of 13 single seeds the other way) and the
-lower MSE in 7 of 8.
+lower MSE in 7 of 8. A 9th run, this setting with its batches drawn by numpy instead of jax.random (tried
+while moving to the shared loop), went the other way on both seed-means (perplexity 5.5 vs 6.0, MSE
+0.0092 vs 0.0091): at this scale the batch order can flip the comparison.
 
 CPU setting (`runlocal`): scikit-learn's two sample photographs (`load_sample_images`, china.jpg and
 flower.jpg, 427x640), downscaled 2x by area; 16x16 crops from the left 3/4 of each image train, crops
@@ -26,15 +28,21 @@ from the right 1/4 are held out. ViT-VQGAN with the paper's 8x8 patches (4 token
 of width 64 (4 heads, MLP 128) in encoder and decoder, latent width 256, 256 codes, beta 0.25; loss
 L_VQ + L_2 + 0.1 logit-Laplace (the perceptual and adversarial terms of Sec. 3.3 are off at this scale:
 their weights are config fields), Adam (lr 1e-3, b2 0.99), 400 steps on batches of 64 crops, through
-`inception_zoo.train.fullbatch.fit`.
+`inception_zoo.train.vqgan` on the shared loop: each quantiser in WORKDIR/<l2_factorised|plain> with its
+checkpoints (every `checkpoint_every` steps) and metrics; running the command again resumes there.
 
-Full setting (`get_config()`, config only: its ImageNet trainer is not implemented here): ViT-VQGAN-SS
-on ImageNet at 256x256, 8x8 patches (32x32 tokens), 8192 codes looked up in 32-d, all four loss terms
-at Sec. 3.3's weights, batch 256, 500k steps, Adam lr 1e-4 (b1 0.9, b2 0.99) with 5k warmup steps
-(our reading of Sec. 4.1).
+Full setting (`get_config()`): ViT-VQGAN-SS on ImageNet (tfds `imagenet2012`: images resized to 256 on
+the short side, random 256 crops, flips, values in [0, 1]; held out: the central crops of the validation
+set), 8x8 patches (32x32 tokens), 8192 codes looked up in 32-d, all four loss terms at Sec. 3.3's
+weights with StyleGAN's discriminator and R1 (gamma 10, our choice), batch 256, 500k steps, Adam lr 1e-4
+(b1 0.9, b2 0.99) with 5k warmup steps (our reading of Sec. 4.1). The perceptual network and FID's
+Inception-v3 are converted weights the run is given (`--config.perceptual.weights=DIR`,
+`--config.fid.weights=DIR`, `save_weights` directories of the zoo's resnet50 and inception_v3). It
+reports held-out MSE, code perplexity and usage, and the reconstruction FID (Table 2's rFID).
 """
+import itertools
 import os
-from typing import Dict
+from typing import Callable, Dict, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -42,32 +50,62 @@ import ml_collections
 import numpy as np
 import optax
 
-from experiments import common
+from inception_zoo import ckpt, create_model
+from inception_zoo.data import datasets, pipeline, pp
 from inception_zoo.errors import UserError
+from inception_zoo.eval import fid
 from inception_zoo.main import run_experiment
 from inception_zoo.metrics import MetricWriter
 from inception_zoo.models import vit_vqgan
-from inception_zoo.train.fullbatch import fit
+from inception_zoo.train import loop, vqgan
 from inception_zoo.utils import plots
+
+
+def training_fields(full: bool) -> dict:
+  """Stage 1's optimisation, discriminator and perceptual-network fields (also VIM's `stage1`)."""
+  return dict(
+      checkpoint_every=5000 if full else 200, eval_every=10_000 if full else 0,
+      r1_gamma=10.0,  # StyleGAN's R1 weight (our choice: the paper gives none)
+      disc_widths=(128, 256, 512, 512, 512, 512) if full else (16, 32),
+      # LPIPS's network: a zoo model with C1..C5 feature taps and ImageNet-normalised inputs, its weights
+      # a `save_weights` directory (e.g. timm's resnet50 via inception_zoo.convert).
+      perceptual=dict(model="resnet50", options={}, weights="", taps=("C1", "C2", "C3", "C4", "C5")))
+
+
+def fid_fields() -> dict:
+  """The Inception-v3 of FID / IS (`eval/fid.py`): a `save_weights` directory of the zoo's inception_v3."""
+  return dict(model="inception_v3", options={}, weights="", image_size=299, batch_size=100, num_samples=50_000,
+              splits=10)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict(dict(
       name="vit_vqgan_sample_images", data="sample_images", downscale=2, crop=16, num_train=2048,
       num_test=512, patch_size=8, encoder=(1, 64, 4, 128), decoder=(1, 64, 4, 128), latent_dim=256,
-      codebook_size=256, factorised_dim=8, seeds=(0, 1), batch_size=64, total_steps=400,
-      learning_rate=1e-3, warmup_steps=0, log_every=200,
-      weights=dict(l2=1.0, logit_laplace=0.1, perceptual=0.0, adversarial=0.0)))
+      codebook_size=256, factorised_dim=8, quantizers=("l2_factorised", "plain"), seeds=(0, 1),
+      batch_size=64, eval_batch_size=512, total_steps=400, learning_rate=1e-3, warmup_steps=0,
+      log_every=200, weights=dict(l2=1.0, logit_laplace=0.1, perceptual=0.0, adversarial=0.0),
+      pp_train="", pp_eval="", num_threads=2, fid=fid_fields(), **training_fields(full=False)))
   if arg == "runlocal":
     return c
   if arg is not None:
     raise UserError(f"unknown setting '{arg}' (runlocal, or none = ViT-VQGAN-SS on ImageNet)")
-  c.update(name="vit_vqgan_ss_i1k", data="imagenet2012", downscale=1, crop=256, num_train=0, num_test=50_000,
+  c.update(name="vit_vqgan_ss_i1k", downscale=1, crop=256, num_train=0, num_test=50_000,
            patch_size=8, encoder=vit_vqgan.SIZES["small"], decoder=vit_vqgan.SIZES["small"], latent_dim=256,
-           codebook_size=8192, factorised_dim=32, seeds=(0,), batch_size=256, total_steps=500_000, learning_rate=1e-4,
-           warmup_steps=5000, log_every=1000)
+           codebook_size=8192, factorised_dim=32, quantizers=("l2_factorised",), seeds=(0,), batch_size=256,
+           eval_batch_size=250, total_steps=500_000, learning_rate=1e-4, warmup_steps=5000, log_every=1000,
+           num_threads=32, **training_fields(full=True))
+  imagenet_input(c, c.crop)
   c.weights.update(vit_vqgan.LOSS_WEIGHTS)
   return c
+
+
+def imagenet_input(c: ml_collections.ConfigDict, size: int):
+  """ImageNet through tfds: random `size` crops of images resized to `size` on the short side, flipped,
+  in [0, 1] (the model's range); held out: the central crop of the validation images."""
+  c.update(data="tfds:imagenet2012",
+           pp_train=f"decode|resize_small({size})|random_crop({size})|flip_lr|value_range(0, 1)|keep('image', 'label')",
+           pp_eval=f"decode|resize_small({size})|central_crop({size})|value_range(0, 1)|keep('image', 'label')")
 
 
 def sample_image_crops(config, split: str, seed: int) -> np.ndarray:
@@ -89,6 +127,97 @@ def sample_image_crops(config, split: str, seed: int) -> np.ndarray:
   return np.stack(crops).astype(np.float32)
 
 
+def array_batches(arrays: Dict[str, np.ndarray], shape, seed: int, start: int) -> Iterator[Dict[str, np.ndarray]]:
+  """Rows of in-memory `arrays` for steps start+1, start+2, ...: each of the shape[0] row groups of step
+  i is drawn uniformly with its own key split from fold_in(key(seed), i - 1), so a resumed run reads
+  what an uninterrupted one would (and the CPU settings read what `fullbatch.fit` gave them)."""
+  n = len(next(iter(arrays.values())))
+  draw = jax.jit(lambda step: jax.vmap(lambda k: jax.random.randint(k, shape[1:], 0, n))(
+      jax.random.split(jax.random.fold_in(jax.random.key(seed), step), shape[0])))
+  for step in itertools.count(start + 1):
+    rows = np.asarray(draw(step - 1))
+    yield {k: v[rows] for k, v in arrays.items()}
+
+
+def tfds_batches(c, batch_size: int, seed: int, start: int) -> Iterator[Dict[str, np.ndarray]]:
+  """Training batches start+1, ... of `c.data` (a tfds dataset) after `c.pp_train`."""
+  ds = datasets.get_dataset(c.data, "train")
+  return pipeline.train_batches(ds.source, pp.build(c.pp_train), global_batch=batch_size, seed=seed,
+                                start_batch=start, num_threads=c.num_threads)
+
+
+def held_out(c, split: str = "validation") -> Iterator[Dict[str, np.ndarray]]:
+  """Every held-out example of the tfds dataset once, after `c.pp_eval` (`mask` 0 on padding)."""
+  ds = datasets.get_dataset(c.data, split)
+  return pipeline.eval_batches(ds.source, pp.build(c.pp_eval), global_batch=c.eval_batch_size,
+                               num_threads=c.num_threads)
+
+
+def load_network(c, what: str):
+  """(model, variables) of a zoo network with converted weights: `c.model`, `c.options`, `c.weights`."""
+  if not c.weights:
+    raise UserError(f"{what} needs weights for {c.model} (a save_weights directory, e.g. from "
+                    f"inception_zoo.convert): set --config.{what}.weights")
+  model = create_model(c.model, **c.options.to_dict())
+  variables, _ = ckpt.load_weights(c.weights)
+  x = jnp.zeros((1, model.min_size, model.min_size, 3))
+  expected = jax.tree.map(lambda a: a.shape, jax.eval_shape(model.init, jax.random.key(0), x))
+  if jax.tree.map(np.shape, variables) != expected:
+    raise UserError(f"{what} weights in {c.weights} do not fit {c.model} with options {c.options.to_dict()}")
+  return model, variables
+
+
+def perceptual_fn(c) -> Callable:
+  """LPIPS's form (`vit_vqgan.perceptual_loss`) on the taps of the configured network, whose inputs are
+  ImageNet-normalised; the images are in [0, 1]."""
+  model, variables = load_network(c, "perceptual")
+  mean, std = jnp.asarray(pp.IMAGENET_MEAN), jnp.asarray(pp.IMAGENET_STD)
+  features = lambda x: model.apply(variables, (x - mean) / std, train=False)[1]
+  return lambda x, y: vit_vqgan.perceptual_loss(features, x, y, taps=tuple(c.taps))
+
+
+def optimizer(s) -> optax.GradientTransformation:
+  """Adam (b1 0.9, b2 0.99), linear warm-up over `warmup_steps` (Sec. 4.1 as we read it)."""
+  lr = optax.linear_schedule(0.0, s.learning_rate, s.warmup_steps) if s.warmup_steps else s.learning_rate
+  return optax.adam(lr, b2=0.99)
+
+
+def train(s, model: vit_vqgan.ViTVQGAN, workdir: str, batches: Callable[[int], Iterator],
+          evaluate: Callable[[dict], Dict[str, float]], desc: str = "stage 1"):
+  """Trains one ViT-VQGAN per seed in `s.seeds` side by side in `workdir`, resuming its newest
+  checkpoint; `batches(start)` yields (seeds, batch, H, W, C) images in [0, 1] for steps start+1, ...
+  Returns the final state (every leaf stacked over the seeds)."""
+  tx = optimizer(s)
+  disc = vit_vqgan.Discriminator(tuple(s.disc_widths)) if s.weights.get("adversarial") else None
+  d_tx = optimizer(s) if disc else None
+  step = vqgan.over_seeds(vqgan.stage1_step(
+      model, tx, dict(s.weights), disc=disc, disc_tx=d_tx, r1_gamma=s.r1_gamma,
+      perceptual_fn=perceptual_fn(s.perceptual) if s.weights.get("perceptual") else None))
+  init = lambda: jax.vmap(lambda seed: vqgan.stage1_init(model, tx, seed, disc=disc, disc_tx=d_tx))(
+      jnp.asarray(s.seeds))
+  return run_stage(s, workdir, init, step, batches, evaluate, desc, seeds=list(s.seeds))
+
+
+def run_stage(s, workdir: str, init: Callable, step: Callable, batches: Callable[[int], Iterator],
+              evaluate: Callable, desc: str, extra: tuple = (), **input_setting):
+  """`loop.run_steps` in `workdir` from its newest checkpoint (or `init()`) to `s.total_steps`."""
+  checkpoints = ckpt.Checkpoints(workdir, every_steps=s.checkpoint_every)
+  writer = MetricWriter(workdir, tensorboard=False)
+  try:
+    state, meta = loop.restore_or_start(checkpoints, init)
+    setting = dict(batch_size=s.batch_size, **input_setting)
+    loop.check_same_input(meta, workdir, **setting)
+    start = int(np.ravel(state["step"])[0])
+    state, _ = loop.run_steps(state, step, batches(start), start=start, total_steps=s.total_steps,
+                              checkpoints=checkpoints, writer=writer, evaluate=evaluate,
+                              meta=lambda i: loop.input_meta(s, i, **setting), log_every=s.log_every,
+                              eval_every=s.eval_every, desc=desc, extra=extra)
+  finally:
+    checkpoints.close()
+    writer.close()
+  return state
+
+
 def make_model(config, factorised: bool) -> vit_vqgan.ViTVQGAN:
   return vit_vqgan.ViTVQGAN(
       image_size=config.crop, patch_size=config.patch_size, encoder=config.encoder, decoder=config.decoder,
@@ -96,53 +225,92 @@ def make_model(config, factorised: bool) -> vit_vqgan.ViTVQGAN:
       code_dim=config.factorised_dim if factorised else None, l2_normalize=factorised)
 
 
-def train(config, model, x_train, writer=None, prefix="train/"):
-  """Trains one model per seed side by side (their losses add; each seed's parameters get only their own
-  gradient, and Adam is per parameter); returns the stacked parameters."""
-  seeds = jnp.asarray(config.seeds)
-  params = jax.vmap(lambda s: model.init(jax.random.key(s), x_train[:1])["params"])(seeds)
-  weights = {k: v for k, v in config.weights.items() if v}
-  data = jnp.asarray(x_train)
-
-  def one_loss(p, key):
-    batch = data[jax.random.randint(key, (config.batch_size,), 0, data.shape[0])]
-    recon, aux = model.apply({"params": p}, batch)
-    loss, terms = vit_vqgan.vqgan_loss(batch, recon, aux, weights=weights)
-    return loss, {"perplexity": aux["perplexity"], **terms}
-
-  def loss_fn(p, key):
-    losses, aux = jax.vmap(one_loss)(p, jax.random.split(key, len(config.seeds)))
-    return jnp.sum(losses), jax.tree.map(jnp.mean, aux)
-
-  lr = config.learning_rate
-  if config.warmup_steps:
-    lr = optax.linear_schedule(0.0, lr, config.warmup_steps)
-  params, _ = fit(loss_fn, params, optax.adam(lr, b2=0.99), config.total_steps, has_aux=True,
-                  log_every=config.log_every, writer=writer, prefix=prefix, progress=True)
-  return params
-
-
-def evaluate(model, params, x_test):
-  """Per seed: test reconstruction MSE, code perplexity and usage over all test tokens, code counts."""
+def reconstruct(model):
+  """A compiled (params, images) -> (per-image MSE, reconstructions, code indices)."""
   @jax.jit
-  def one(p):
-    recon, aux = model.apply({"params": p}, jnp.asarray(x_test))
-    return jnp.mean((recon - x_test) ** 2), aux["perplexity"], aux["usage"], aux["indices"], recon
-  return jax.vmap(one)(params)
+  def apply(params, x):
+    recon, aux = model.apply({"params": params}, x)
+    return jnp.mean((recon - x) ** 2, (1, 2, 3)), recon, aux["indices"]
+  return apply
+
+
+def code_stats(counts: np.ndarray):
+  """(perplexity, fraction used) of code counts: `layers.vq.codebook_perplexity` of their indices."""
+  p = counts / max(counts.sum(), 1)
+  return float(np.exp(-np.sum(p[p > 0] * np.log(p[p > 0])))), float(np.mean(counts > 0))
+
+
+def evaluate_arrays(model, stacked_params, x_test):
+  """Per seed on in-memory test images: MSE, perplexity of all test tokens, reconstructions, indices."""
+  apply = reconstruct(model)
+  out = [apply(jax.tree.map(lambda a: a[s], stacked_params), jnp.asarray(x_test))
+         for s in range(len(jax.tree.leaves(stacked_params)[0]))]
+  mse = np.array([float(np.mean(o[0])) for o in out])
+  stats = [code_stats(np.bincount(np.asarray(o[2]).ravel(), minlength=model.codebook_size)) for o in out]
+  return mse, np.array([p for p, _ in stats]), np.array([u for _, u in stats]), [np.asarray(o[1]) for o in out], \
+      [np.asarray(o[2]) for o in out]
+
+
+def inception_stats(c_fid):
+  """features(images in [0, 1]) -> (pool features, class probabilities) of the configured Inception-v3."""
+  net, variables = load_network(c_fid, "fid")
+  return lambda images: fid.inception_outputs(net, variables, images, batch_size=c_fid.batch_size,
+                                                  size=c_fid.image_size)
+
+
+def evaluate_held_out(config, model, params, batches) -> Dict[str, float]:
+  """One model over every held-out image: MSE, code perplexity and usage, and the reconstruction FID
+  (reconstructions against the originals, Table 2's rFID) with the configured Inception-v3."""
+  apply, inception = reconstruct(model), inception_stats(config.fid)
+  counts, se, n = np.zeros(model.codebook_size), 0.0, 0
+  real, fake = [], []
+  for batch in batches:
+    keep = np.asarray(batch["mask"]) > 0
+    mse, recon, indices = (np.asarray(a)[keep] for a in apply(params, jnp.asarray(batch["image"])))
+    se, n = se + float(mse.sum()), n + int(keep.sum())
+    counts += np.bincount(indices.ravel(), minlength=model.codebook_size)
+    real.append(inception(np.asarray(batch["image"])[keep])[0])
+    fake.append(inception(recon)[0])
+  perplexity, usage = code_stats(counts)
+  return {"test/mse": se / n, "test/perplexity": perplexity, "test/usage": usage,
+          "test/rfid": fid.fid(np.concatenate(real), np.concatenate(fake))}
+
+
+def stage1_batches(c, s, x_train=None):
+  """batches(start) for `train` (`s` its settings): rows of in-memory images (a batch per seed), or
+  the batches of `c`'s tfds pipeline (the same for every seed)."""
+  seeds = len(s.seeds)
+  if x_train is not None:
+    return lambda start: (b["image"] for b in array_batches(
+        {"image": x_train}, (seeds, s.batch_size), s.seeds[0], start))
+  return lambda start: (np.broadcast_to(b["image"], (seeds,) + b["image"].shape)
+                        for b in tfds_batches(c, s.batch_size, s.seeds[0], start))
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
-  common.require_cpu_data(config, "sample_images")
-  x_train = sample_image_crops(config, "train", seed=0)
-  x_test = sample_image_crops(config, "test", seed=1)
+  cpu = config.data == "sample_images"
+  if cpu:
+    x_train, x_test = sample_image_crops(config, "train", seed=0), sample_image_crops(config, "test", seed=1)
+  else:  # the running evaluation's held-out images: the first validation batch
+    x_train, x_test = None, next(held_out(config))["image"]
   writer = MetricWriter(workdir, tensorboard=False)
   writer.write_config(config)
   result: Dict[str, float] = {}
   shown = {}
-  for name, factorised in (("l2_factorised", True), ("plain", False)):
-    model = make_model(config, factorised)
-    params = train(config, model, x_train, writer, prefix=f"{name}/train/")
-    mse, perplexity, usage, indices, recon = (np.asarray(a) for a in evaluate(model, params, x_test))
+  for name in config.quantizers:
+    if name not in ("l2_factorised", "plain"):
+      raise UserError(f"unknown quantizer '{name}' (l2_factorised, plain)")
+    model = make_model(config, name == "l2_factorised")
+    running = lambda state: dict(zip(("test/mse", "test/perplexity"), (
+        float(np.mean(a)) for a in evaluate_arrays(model, state["params"], x_test)[:2])))
+    state = train(config, model, os.path.join(workdir, name), stage1_batches(config, config, x_train), running,
+                  desc=name)
+    if not cpu:
+      params = jax.tree.map(lambda a: a[0], state["params"])
+      result.update({f"{name}/{k}": v for k, v in
+                     evaluate_held_out(config, model, params, held_out(config)).items()})
+      continue
+    mse, perplexity, usage, recon, indices = evaluate_arrays(model, state["params"], x_test)
     for s, seed in enumerate(config.seeds):
       result[f"{name}/seed{seed}/mse"] = float(mse[s])
       result[f"{name}/seed{seed}/perplexity"] = float(perplexity[s])
@@ -151,7 +319,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
     shown[name] = (np.bincount(indices[0].reshape(-1), minlength=config.codebook_size), recon[0])
   writer.write(config.total_steps, result)
   writer.close()
-  plot(x_test, shown, result, os.path.join(workdir, "vit_vqgan_codebook.png"))
+  if shown:
+    plot(x_test, shown, result, os.path.join(workdir, "vit_vqgan_codebook.png"))
   return result
 
 

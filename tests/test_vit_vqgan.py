@@ -7,15 +7,17 @@ import numpy as np
 import pytest
 import scipy.integrate
 import scipy.linalg
+import tensorflow_datasets as tfds
 import torch
 from vector_quantize_pytorch import VectorQuantize
 
 from experiments import vim as vim_experiment
 from experiments import vit_vqgan as vit_vqgan_experiment
-from inception_zoo import create_model
+from inception_zoo import ckpt, create_model
 from inception_zoo.errors import UserError
 from inception_zoo.eval import fid
 from inception_zoo.layers.vq import VectorQuantizer, codebook_perplexity
+from inception_zoo.metrics import read_metrics
 from inception_zoo.models import vim, vit_vqgan
 
 
@@ -172,6 +174,69 @@ def test_inception_pipeline_at_random_weights():
   assert features.shape[0] == probs.shape[0] == 6 and probs.shape[1] == 10
   np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
   assert fid.fid(features, features) == pytest.approx(0.0, abs=1e-4)
+
+
+def _stage1_run(workdir, total_steps):
+  # The CPU setting at a tiny size, with the discriminator and R1 on: its parameters, Adam state and
+  # step are part of what resumes.
+  c = vit_vqgan_experiment.get_config("runlocal")
+  c.update(crop=8, patch_size=4, encoder=(1, 8, 2, 16), decoder=(1, 8, 2, 16), latent_dim=8, codebook_size=8,
+           factorised_dim=4, seeds=(0, 1), batch_size=4, num_train=32, total_steps=total_steps, log_every=2,
+           checkpoint_every=2, disc_widths=(4,), r1_gamma=10.0)
+  c.weights.adversarial = 0.1
+  model = vit_vqgan_experiment.make_model(c, True)
+  x = vit_vqgan_experiment.sample_image_crops(c, "train", seed=0)
+  return vit_vqgan_experiment.train(c, model, str(workdir), vit_vqgan_experiment.stage1_batches(c, c, x),
+                                    lambda state: {"disc_bias": float(jnp.mean(state["disc"]["out"]["bias"]))})
+
+
+def test_stage1_with_discriminator_resumes_exactly(tmp_path):
+  whole = _stage1_run(tmp_path / "whole", 4)
+  _stage1_run(tmp_path / "parts", 3)  # saves at 2 and 3
+  parts = _stage1_run(tmp_path / "parts", 4)
+  assert set(whole) == {"step", "params", "opt", "disc", "disc_opt"}
+  np.testing.assert_array_equal(parts["step"], [4, 4])
+  jax.tree.map(np.testing.assert_array_equal, whole, parts)  # every leaf bit for bit
+  # the two seeds are two models, and the discriminator trained
+  assert not np.array_equal(whole["params"]["enc_pos"][0], whole["params"]["enc_pos"][1])
+  assert np.all(np.asarray(whole["disc"]["out"]["bias"]) != 0)
+
+
+def _save_tiny(directory, name, **options):
+  net = create_model(name, **options)
+  variables = jax.jit(net.init)(jax.random.key(0), jnp.zeros((1, net.min_size, net.min_size, 3)))
+  ckpt.save_weights(str(directory), jax.device_get(variables), {"model": name})
+  return {"model": name, "options": options, "weights": str(directory)}
+
+
+@pytest.mark.slow
+def test_imagenet_settings_run_both_stages_end_to_end_on_mock_data(tmp_path):
+  # The full settings (ViT-VQGAN-SS with all four loss terms and R1, then VIM-Large, FID / IS) at tiny
+  # sizes on tfds' mock ImageNet: 2 steps per stage; the perceptual and Inception networks are tiny
+  # random ones saved as converted weights would be.
+  perceptual = _save_tiny(tmp_path / "resnet", "resnet18", num_classes=4, **create_model("resnet18").tiny_options)
+  inception = _save_tiny(tmp_path / "inception", "inception_v3", num_classes=6, width=1 / 16, depths=(1, 1, 1))
+  c = vim_experiment.get_config()
+  tiny = (1, 8, 2, 16)
+  c.update(image_size=32, patch_size=16, stage2=tiny, probe_layer=0, batch_size=2, eval_batch_size=3,
+           total_steps=2, log_every=1, num_threads=1,
+           pp_train="decode|resize_small(32)|random_crop(32)|flip_lr|value_range(0, 1)|keep('image', 'label')",
+           pp_eval="decode|resize_small(32)|central_crop(32)|value_range(0, 1)|keep('image', 'label')")
+  c.stage1.update(size=tiny, latent_dim=8, codebook_size=8, code_dim=4, batch_size=2, total_steps=2,
+                  log_every=1, disc_widths=(4,), perceptual=perceptual)
+  c.fid.update(image_size=75, batch_size=2, num_samples=4, splits=2, **inception)
+  with tfds.testing.mock_data(num_examples=5):
+    r = vim_experiment.run(c, str(tmp_path / "vim"))
+    with pytest.raises(UserError, match="needs weights for resnet50"):  # the full ViT-VQGAN, unconfigured
+      vit_vqgan_experiment.main([f"--workdir={tmp_path / 'vq'}"])
+  assert set(r) == {"fid", "inception_score"} and np.isfinite(r["fid"]) and r["fid"] >= 0, r
+  assert 1.0 <= r["inception_score"] <= 6.0, r  # between one class and all six evenly
+  for stage, terms in (("stage1", {"l2", "logit_laplace", "perceptual", "adversarial", "disc_loss", "r1"}),
+                       ("stage2", set())):
+    rows = read_metrics(str(tmp_path / "vim" / stage))
+    logged = {k[len("train/"):] for row in rows for k in row if k.startswith("train/")}
+    assert terms <= logged and [row["step"] for row in rows if "train/loss" in row] == [1, 2], (stage, rows)
+    assert (tmp_path / "vim" / stage / "checkpoints" / "2").is_dir()
 
 
 @pytest.mark.slow
