@@ -141,6 +141,7 @@ def _full_config(tmp_path, **overrides):
            recover_steps=3, jitter=1, log_every=3, teacher="resnet20", init_from=str(tmp_path / "teacher"))
   c.teacher_model = ml_collections.ConfigDict(dict(depth=8, widths=(4, 8, 8)))
   c.student.update(model_name="resnet20", total_steps=2, log_every=1, checkpoint_every=1)
+  c.student.mesh = ml_collections.ConfigDict(dict(data=1))  # one device: compiles faster
   c.student.model = ml_collections.ConfigDict(dict(depth=8, widths=(4, 8, 8)))
   c.student.input.update(eval_split="test", batch_size=8, eval_batch_size=8, num_threads=1,
                          pp_train="inception_crop(16, area_min=8)|flip_lr|normalize",
