@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.signal
+import tensorflow_datasets as tfds
 
 from experiments import terminator as terminator_experiment
 from inception_zoo.errors import UserError
@@ -60,6 +61,31 @@ def test_models_shapes_features_and_errors():
     terminator.Terminator(local_sizes=(9,)).init(jax.random.key(0), jnp.zeros((2, 8, 8, 1)))
   with pytest.raises(UserError, match="unknown setting 'x'"):
     terminator_experiment.get_config("x")
+
+
+def test_sequential_mnist_is_the_row_major_raster_and_the_full_setting_runs(tmp_path):
+  smnist, pmnist = terminator_experiment.get_config(), terminator_experiment.get_config("pmnist")
+  assert (smnist.data, smnist.views, smnist.permute, pmnist.permute) == ("tfds:mnist", ("1d",), False, True)
+  with tfds.testing.mock_data(num_examples=6):
+    source = tfds.data_source("mnist", split="test")
+    images = np.stack([np.asarray(source[i]["image"]) for i in range(6)])[..., 0]  # (6, 28, 28) uint8
+    labels = np.asarray([source[i]["label"] for i in range(6)])
+    views, y = terminator_experiment.load_views(smnist, "test")
+    permuted, _ = terminator_experiment.load_views(pmnist, "test")
+    # The permuted full setting (sMNIST's path plus the permutation), 2 steps of a width-8, 1-block
+    # Terminator on the 784-step sequences, evaluated in two chunks.
+    r = terminator_experiment.main(["--config=pmnist", f"--workdir={tmp_path}", "--config.width=8",
+                                    "--config.depth=1", "--config.batch_size=4", "--config.total_steps=2",
+                                    "--config.log_every=1", "--config.eval_batch_size=4"])
+  seq = views["1d"]
+  assert seq.shape == (6, 784, 1) and seq.dtype == np.float32 and np.array_equal(y, labels)
+  for n, row, col in ((0, 0, 5), (1, 3, 27), (5, 27, 0), (2, 14, 14)):  # pixel (r, c) is step 28 r + c
+    assert seq[n, 28 * row + col, 0] == np.float32(images[n, row, col] / 255.0)
+  perm = terminator_experiment.pixel_permutation(pmnist)
+  assert sorted(perm.tolist()) == list(range(784)) and not np.array_equal(perm, np.arange(784))
+  np.testing.assert_array_equal(permuted["1d"][:, :, 0], seq[:, perm, 0])  # one permutation for all images
+  assert sorted(k for k in r if k.endswith("/accuracy")) == ["terminator_1d/accuracy"]  # no CNN baseline
+  assert np.isfinite(r["terminator_1d/loss_last"]) and 0 < r["terminator_1d/block0/std"] < 2, r
 
 
 @pytest.mark.slow
