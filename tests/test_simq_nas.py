@@ -4,9 +4,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 from pymoo.problems import get_problem
 
 from experiments import simq_nas
+from inception_zoo import create_model
 from inception_zoo.errors import UserError
 from inception_zoo.nas import search, supernet
 from inception_zoo.quant import policy
@@ -44,7 +46,7 @@ def test_subnets_of_the_masked_supernet_are_the_sliced_networks():
   space = search.SearchSpace(NET, (4, 8, 32))
   archs, bits = space.decode(space.sample(np.random.default_rng(0), 4))
   apply = jax.jit(lambda a, b, r: NET.apply({"params": params}, x, a, b, r))
-  calibrate = jax.jit(lambda a: supernet.calibrate(NET, params, a, x))
+  calibrate = jax.jit(lambda a: supernet.calibrate(NET, {"params": params}, a, x)["ranges"])
   for i in range(4):
     arch = {k: v[i] for k, v in archs.items()}
     layers = supernet.subnet_layers(NET, params, arch)
@@ -72,7 +74,8 @@ def test_subnets_of_the_masked_supernet_are_the_sliced_networks():
 def test_size_is_bits_times_weights_plus_32_bit_biases_by_hand():
   net = supernet.ElasticMLP(widths=(4,), expansions=(1, 2), stages=1, max_depth=2, num_classes=2)
   arch = {"depth": np.array([1]), "width": np.array([4]), "expand": np.array([[2, 1]])}
-  fan_in, fan_out, active = supernet.layer_shapes(net, arch, 3)
+  fan_in, fan_out, active, positions = supernet.layer_shapes(net, arch, 3)
+  assert positions.tolist() == [1] * 6
   # proj 3->4 at 8 bits, block0 fc1 4->8 at 4 bits, fc2 8->4 at 32 bits, block1 (skipped), head 4->2 at 8.
   assert fan_in.tolist() == [3, 4, 8, 4, 4, 4] and fan_out.tolist() == [4, 8, 4, 4, 4, 2]
   assert active.tolist() == [True, True, True, False, False, True]
@@ -92,7 +95,7 @@ def test_post_training_quantisation_error_falls_with_bits():
   params = _params(NET, 5, seed=3)
   arch = {k: np.asarray(v) for k, v in supernet.extreme_arch(NET, True).items()}
   x = np.asarray(np.random.default_rng(4).uniform(size=(64, 5)), np.float32)
-  ranges = jax.jit(supernet.calibrate, static_argnums=0)(NET, params, arch, x)
+  ranges = jax.jit(lambda a: supernet.calibrate(NET, {"params": params}, a, x)["ranges"])(arch)
   apply = jax.jit(lambda b: NET.apply({"params": params}, x, arch, jnp.full((13,), b), ranges))
   exact = apply(policy.FULL)
   errors = [float(jnp.abs(apply(b) - exact).mean()) for b in (2, 4, 8, 32)]
@@ -118,11 +121,60 @@ def test_pymoo_nsga2_reaches_the_zdt1_front():
   assert search.hypervolume(problem.evaluate(front / 100.0), ref) > 0.98 * optimum
 
 
-def test_unknown_setting_and_unbuilt_full_supernet_are_one_line_errors(tmp_path):
+def test_elastic_resnet50_is_resnet50_and_its_subnets_are_their_own_networks():
+  # The full setting's supernet: its largest subnet is torchvision's / timm's ResNet-50, tensor for tensor.
+  full = supernet.ElasticResNet()
+  x = jnp.zeros((1, 32, 32, 3))
+  shapes = jax.eval_shape(full.init, jax.random.key(0), x)
+  reference = jax.eval_shape(create_model("resnet50", num_classes=1000).init, jax.random.key(0), x)
+  assert sum(int(np.prod(p.shape)) for p in jax.tree.leaves(shapes["params"])) == 25_557_032
+  assert jax.tree.map(lambda a: a.shape, shapes) == jax.tree.map(lambda a: a.shape, reference)
+  largest = {k: np.asarray(v) for k, v in supernet.extreme_arch(full, True).items()}
+  fan_in, fan_out, active, positions = supernet.layer_shapes(full, largest, 224)
+  assert len(fan_in) == 54 and active.all() and positions[0] == 112 * 112 and positions[-1] == 1
+  assert int((fan_in * fan_out * positions).sum()) == 4_089_184_256  # ResNet-50's 4.09 GMACs at 224 px
+  # A width-reduced supernet with random weights and BN statistics: the largest subnet is the zoo ResNet
+  # (timm-checked) with the same weights; the smallest, sliced, is its own network of the zoo's blocks.
+  net = supernet.ElasticResNet(num_classes=5, stem_width=16, stage_widths=(32, 32, 64, 64), depth_list=(0, 1),
+                               base_depths=(1, 1, 1, 1))
+  images = jnp.asarray(np.random.default_rng(0).normal(size=(3, 32, 32, 3)), jnp.float32)
+  rng = np.random.default_rng(1)
+  variables = jax.tree.map(lambda s: jnp.asarray(rng.uniform(0.5, 1.5, s.shape) if s.ndim == 1 else
+                                                 rng.normal(size=s.shape) * 0.3, jnp.float32),
+                           jax.eval_shape(net.init, jax.random.key(0), images))
+  smallest = {k: np.asarray(v) for k, v in supernet.extreme_arch(net, False).items()}
+  small, sliced = supernet.subnet_variables(net, variables, smallest)
+  assert (small.stem, small.widths, small.inner) == (16, (24, 24, 40, 40), ((8,), (8,), (8,), (8,)))
+  resnet = create_model("resnet50", num_classes=5, stem_width=16, channels=(8, 8, 16, 16), layers=(2, 2, 2, 2))
+  masked_small, masked_large, own_small, own_large = jax.jit(lambda v, s: (
+      net.apply(v, images, smallest), net.apply(v, images), small.apply(s, images),
+      resnet.apply(v, images)[0]))(variables, sliced)
+  np.testing.assert_allclose(masked_small, own_small, rtol=1e-5, atol=1e-5 * np.abs(own_small).max())
+  np.testing.assert_allclose(masked_large, own_large, rtol=1e-5, atol=1e-5 * np.abs(own_large).max())
+  assert np.abs(masked_small - masked_large).max() > 0.1  # the subnets differ
+
+
+def test_full_setting_runs_end_to_end_on_mocked_imagenet(tmp_path):
+  # Joint supernet training (2 steps), per-subnet BN + PTQ calibration, both searches, on mocked ImageNet
+  # at 32 px with a 2-stage, width-reduced space: the pipeline of the full setting, not its numbers.
   with pytest.raises(UserError, match="unknown setting 'tiny' \\(runlocal"):
     simq_nas.get_config("tiny")
-  with pytest.raises(SystemExit):
-    simq_nas.main([f"--workdir={tmp_path}"])  # no --config: the full setting
+  pp = "|normalize|keep('image', 'label')"
+  with tfds.testing.mock_data(num_examples=4):
+    r = simq_nas.main([
+        f"--workdir={tmp_path}", "--config.supernet.stem_width=16", "--config.supernet.stage_widths=(32, 64)",
+        "--config.supernet.base_depths=(1, 1)", "--config.supernet.depth_list=(0, 1)", "--config.num_random=0",
+        f"--config.input.pp_train=decode|inception_crop(32)|flip_lr{pp}",
+        f"--config.input.pp_eval=decode|resize_small(36)|central_crop(32){pp}", "--config.input.batch_size=4",
+        "--config.input.eval_batch_size=4", "--config.input.num_threads=1", "--config.total_steps=2",
+        "--config.log_every=1", "--config.mesh.data=1", "--config.calibration=4", "--config.search.samples=3",
+        "--config.search.rounds=1", "--config.search.population=4", "--config.search.generations=2",
+        "--config.search.eval_images=4", "--config.search.eval_batch=2", "--config.latency.batch=1",
+        "--config.latency.samples=2", "--config.latency.repeats=1"])
+  assert (tmp_path / "simq_nas_fronts.png").exists() and any(tmp_path.glob("**/_CHECKPOINT_METADATA"))
+  for name in ("joint", "baseline"):
+    assert 0.0 <= r[f"{name}/best_error"] <= 1.0 and r[f"{name}/min_latency_ms"] > 0, r
+  assert r["joint/min_size_kib"] < r["baseline/min_size_kib"] * 4.01, r  # FP32 layers at most 4x INT8
 
 
 @pytest.mark.slow

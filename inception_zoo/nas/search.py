@@ -8,8 +8,8 @@ the predicted front, refit on everything measured and search again from the best
 
 - `SearchSpace`: integer genes = depth per stage, width index per stage, expansion index per block and,
   for the joint search, one bit-width index per layer (genes of skipped layers are inert).
-- Accuracy is measured on the masked, post-training-quantised supernet: one compiled function for every
-  subnet and policy, calibration included.
+- Accuracy is measured on the masked, post-training-quantised supernet: one compiled calibration and one
+  compiled evaluation for every subnet and policy.
 - Latency is measured on this CPU per layer, as OFA's latency lookup table: dense layers of the deployed
   form (`quant.policy.integer_dense`, or a float product) are timed at a few shapes, a per-kernel cost
   model in the multiply-adds is fitted to them, and a subnet's latency is the sum over its layers (our
@@ -17,6 +17,7 @@ the predicted front, refit on everything measured and search again from the best
   here; `end_to_end_latency` checks the sum against whole deployed subnets). Size is exact
   (`quant.policy.size_bits`), so it needs no predictor.
 """
+import functools
 import time
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
@@ -40,17 +41,18 @@ from inception_zoo.quant import policy
 
 
 class SearchSpace:
-  """Integer genes of `net`'s subnets, with a per-layer bit-width gene from `bit_choices` (None: FP32)."""
+  """Integer genes of `net`'s subnets (`net.arch_space()`, in its order), with a per-layer bit-width gene
+  from `bit_choices` (None: FP32)."""
 
-  def __init__(self, net: supernet.ElasticMLP, bit_choices: Optional[Sequence[int]] = None):
+  def __init__(self, net, bit_choices: Optional[Sequence[int]] = None):
     if bit_choices is not None:
       policy.check_bits(bit_choices)
     self.net, self.bit_choices = net, None if bit_choices is None else tuple(bit_choices)
     self.num_layers = len(net.layer_names())
-    upper = [net.max_depth - 1] * net.stages + [len(net.widths) - 1] * net.stages
-    upper += [len(net.expansions) - 1] * (net.stages * net.max_depth)
-    upper += [] if bit_choices is None else [len(bit_choices) - 1] * self.num_layers
-    self.upper = np.asarray(upper)
+    self.genes = [(k, shape, np.asarray(values)) for k, (shape, values) in net.arch_space().items()]
+    upper = [np.full(int(np.prod(shape)), len(values) - 1) for _, shape, values in self.genes]
+    upper += [] if bit_choices is None else [np.full(self.num_layers, len(bit_choices) - 1)]
+    self.upper = np.concatenate(upper)
 
   def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
     return rng.integers(0, self.upper + 1, size=(n, len(self.upper)))
@@ -58,41 +60,50 @@ class SearchSpace:
   def decode(self, genes) -> Tuple[Dict[str, np.ndarray], np.ndarray]:
     """(arch with a leading candidate axis, bits (candidates, layers))."""
     g = np.asarray(genes, np.int64).reshape(-1, len(self.upper))
-    net, s, d = self.net, self.net.stages, self.net.max_depth
-    arch = {"depth": g[:, :s] + 1, "width": np.asarray(net.widths)[g[:, s:2 * s]],
-            "expand": np.asarray(net.expansions)[g[:, 2 * s:2 * s + s * d]].reshape(-1, s, d)}
+    arch, start = {}, 0
+    for key, shape, values in self.genes:
+      size = int(np.prod(shape))
+      arch[key] = values[g[:, start:start + size]].reshape(-1, *shape)
+      start += size
     bits = (np.full((len(g), self.num_layers), policy.FULL) if self.bit_choices is None
-            else np.asarray(self.bit_choices)[g[:, 2 * s + s * d:]])
+            else np.asarray(self.bit_choices)[g[:, start:]])
     return arch, bits
 
-  def features(self, genes, in_features: int) -> np.ndarray:
-    """Predictor inputs: depth, width and expansion values, then per layer its weights and bits (0 when
-    the subnet skips it)."""
+  def features(self, genes, input_size: int) -> np.ndarray:
+    """Predictor inputs: the arch genes' values, then per layer its multiply-adds and bits (0 when the
+    subnet skips it)."""
     arch, bits = self.decode(genes)
-    fan_in, fan_out, active = supernet.layer_shapes(self.net, arch, in_features)
-    return np.concatenate([arch["depth"], arch["width"], arch["expand"].reshape(len(bits), -1),
-                           fan_in * fan_out * active, bits * active], axis=1).astype(np.float64)
+    fan_in, fan_out, active, positions = supernet.layer_shapes(self.net, arch, input_size)
+    return np.concatenate([a.reshape(len(bits), -1) for a in arch.values()]
+                          + [fan_in * fan_out * positions * active, bits * active], axis=1).astype(np.float64)
 
 
-def accuracy_fn(net: supernet.ElasticMLP, x_cal, x, y, chunk: int = 16) -> Callable:
-  """f(params, arch, bits) -> top-1 per candidate: calibrate each subnet on `x_cal` in full precision,
-  quantise it with its policy, evaluate on (x, y). Candidates go through `chunk` at a time (one compile)."""
+def accuracy_fn(net, x_cal, x, y, chunk: int = 16, eval_batch: Optional[int] = None) -> Callable:
+  """f(variables, arch, bits) -> top-1 per candidate: calibrate each subnet on `x_cal` in full precision
+  (input ranges, and BN statistics where the net has them), quantise it with its policy, evaluate on
+  (x, y), `eval_batch` rows at a time (None: all at once). Candidates go through `chunk` at a time (one
+  compile)."""
+  eval_batch = eval_batch or len(y)
+  calibrate = jax.jit(jax.vmap(lambda v, a: supernet.calibrate(net, v, a, x_cal), in_axes=(None, 0)))
 
-  def one(params, arch, bits):
-    ranges = supernet.calibrate(net, params, arch, x_cal)
-    logits = net.apply({"params": params}, x, arch, bits, ranges)
-    return jnp.mean(jnp.argmax(logits, -1) == y)
+  @jax.jit
+  @functools.partial(jax.vmap, in_axes=(None, 0, None, None, 0, 0))
+  def correct(variables, calibration, xb, yb, arch, bits):
+    return jnp.sum(jnp.argmax(supernet.predict(net, variables, calibration, xb, arch, bits), -1) == yb)
 
-  batched = jax.jit(jax.vmap(one, in_axes=(None, 0, 0)))
-
-  def evaluate(params, arch, bits) -> np.ndarray:
+  def evaluate(variables, arch, bits) -> np.ndarray:
     n = len(bits)
     pad = -n % chunk  # repeat the last candidate so every call has the compiled shape
     arch = {k: np.concatenate([v, np.repeat(v[-1:], pad, 0)]) for k, v in arch.items()}
     bits = np.concatenate([bits, np.repeat(bits[-1:], pad, 0)])
-    out = [batched(params, {k: v[i:i + chunk] for k, v in arch.items()}, bits[i:i + chunk])
-           for i in range(0, n + pad, chunk)]
-    return np.concatenate([np.asarray(o) for o in out])[:n]
+    out = []
+    for i in range(0, n + pad, chunk):
+      a, b = {k: v[i:i + chunk] for k, v in arch.items()}, bits[i:i + chunk]
+      calibration = calibrate(variables, a)
+      hits = sum(np.asarray(correct(variables, calibration, x[j:j + eval_batch], y[j:j + eval_batch], a, b))
+                 for j in range(0, len(y), eval_batch))
+      out.append(hits / len(y))
+    return np.concatenate(out)[:n]
 
   return evaluate
 
@@ -110,30 +121,35 @@ def _min_time(fn, x, repeats: int) -> float:
 
 
 class LatencyModel:
-  """Seconds of a deployed dense layer (+ ReLU) on `batch` rows on this CPU, for FP32 and for the INT8
-  kernel: `samples` layer shapes per kernel, spread over the search space's shapes by multiply-adds,
-  are timed (fastest of `repeats` runs), and t = c0 + c1 MACs + c2 (fan_in + fan_out) is fitted by
-  non-negative least squares per kernel (timing every shape would compile one function per shape)."""
+  """Seconds of a deployed layer (+ ReLU) on `batch` examples on this machine, for FP32 and for the INT8
+  kernel. `shapes` are (positions, fan_in, fan_out) per layer: a dense layer has one position per
+  example; a convolution is timed as its im2col product, (batch x output pixels, k x k x in) by
+  (k x k x in, out) (our reading: XLA has no int8 convolution kernel on every backend, and the product
+  has the convolution's multiply-adds). `samples` shapes per kernel, spread over the search space's
+  shapes by multiply-adds, are timed (fastest of `repeats` runs), and t = c0 + c1 MACs + c2 rows
+  (fan_in + fan_out) is fitted by non-negative least squares per kernel (timing every shape would
+  compile one function per shape)."""
 
   def __init__(self, shapes: np.ndarray, *, batch: int = 256, samples: int = 6, repeats: int = 7,
                seed: int = 0):
-    shapes = np.unique(np.asarray(shapes, np.int64).reshape(-1, 2), axis=0)
+    shapes = np.unique(np.asarray(shapes, np.int64).reshape(-1, 3), axis=0)
     shapes = shapes[np.argsort(shapes.prod(1), kind="stable")]
     picked = shapes[np.unique(np.linspace(0, len(shapes) - 1, min(samples, len(shapes))).round().astype(int))]
     rng = np.random.default_rng(seed)
     self.batch, self.measured, self.coef = batch, {}, {}
     for quantised in (False, True):
-      times = [self._time(int(i), int(o), quantised, rng, repeats) for i, o in picked]
+      times = [self._time(int(p), int(i), int(o), quantised, rng, repeats) for p, i, o in picked]
       self.measured[quantised] = (picked, np.asarray(times))
-      self.coef[quantised] = scipy.optimize.nnls(self._design(picked[:, 0], picked[:, 1]), np.asarray(times))[0]
+      self.coef[quantised] = scipy.optimize.nnls(self._design(*picked.T), np.asarray(times))[0]
 
-  def _design(self, fan_in, fan_out):
+  def _design(self, positions, fan_in, fan_out):
     fan_in, fan_out = np.asarray(fan_in, np.float64), np.asarray(fan_out, np.float64)
-    return np.stack([np.ones_like(fan_in), self.batch * fan_in * fan_out * 1e-6,
-                     self.batch * (fan_in + fan_out) * 1e-3], -1)
+    rows = self.batch * np.asarray(positions, np.float64)
+    return np.stack([np.ones_like(fan_in * rows), rows * fan_in * fan_out * 1e-6, rows * (fan_in + fan_out) * 1e-3],
+                    -1)
 
-  def _time(self, fan_in: int, fan_out: int, quantised: bool, rng, repeats: int) -> float:
-    x = jnp.asarray(rng.uniform(0, 1, (self.batch, fan_in)), jnp.float32)
+  def _time(self, positions: int, fan_in: int, fan_out: int, quantised: bool, rng, repeats: int) -> float:
+    x = jnp.asarray(rng.uniform(0, 1, (self.batch * positions, fan_in)), jnp.float32)
     kernel = jnp.asarray(rng.normal(size=(fan_in, fan_out)) / np.sqrt(fan_in), jnp.float32)
     bias = jnp.zeros((fan_out,))
     if quantised:
@@ -143,11 +159,11 @@ class LatencyModel:
       fn = jax.jit(lambda x: jax.nn.relu(x @ kernel + bias))
     return _min_time(fn, x, repeats)
 
-  def latency(self, fan_in, fan_out, active, bits) -> np.ndarray:
+  def latency(self, fan_in, fan_out, active, bits, positions=1) -> np.ndarray:
     """One call's overhead plus, over the active layers (last axis), the fitted per-layer costs; the
     intercept is the dispatch of one compiled call, paid once by a whole network, so it is not summed.
     INT4 layers run the INT8 kernel."""
-    design = self._design(fan_in, fan_out)[..., 1:]
+    design = self._design(positions, fan_in, fan_out)[..., 1:]
     per_layer = np.where(np.asarray(bits) < policy.FULL, design @ self.coef[True][1:], design @ self.coef[False][1:])
     overhead = (self.coef[True][0] + self.coef[False][0]) / 2
     return overhead + (per_layer * np.asarray(active, bool)).sum(-1)
