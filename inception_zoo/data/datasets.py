@@ -79,6 +79,11 @@ def tfds_source(name: str, split: str, data_dir: Optional[str] = None) -> Datase
 _DATASETS: Dict[str, Callable[..., Dataset]] = {"digits": digits}
 
 
+def register_dataset(name: str, fn: Callable[[str, Optional[str]], Dataset]):
+  """Makes `name` loadable by `get_dataset`: fn(split, data_dir) -> Dataset (e.g. a distilled set on disk)."""
+  _DATASETS[name] = fn
+
+
 def get_dataset(name: str, split: str, data_dir: Optional[str] = None) -> Dataset:
   if name.startswith("tfds:"):
     return tfds_source(name[len("tfds:"):], split, data_dir)
