@@ -31,6 +31,7 @@ import functools
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import flax.linen as nn
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -180,7 +181,6 @@ def calibrate(net, variables, arch: Arch, x_cal) -> Dict[str, Any]:
   """The subnet's post-training calibration from its full-precision run on `x_cal`: "ranges" (layers, 2)
   of every layer's input and, for a network with batch norms, "batch_stats" set to the statistics of
   `x_cal` (a train-mode pass with momentum 0: the ranges then see the recalibrated network)."""
-  from flax import traverse_util
   if "batch_stats" not in variables:
     _, state = net.apply(variables, x_cal, arch, mutable=["intermediates"])
   else:
@@ -434,7 +434,6 @@ def subnet_network(net: ElasticResNet, arch) -> SubnetResNet:
 def subnet_variables(net: ElasticResNet, variables, arch) -> Tuple[SubnetResNet, Dict[str, Any]]:
   """The subnet's network and its weights: every tensor of the shared ones sliced to its first channels
   (OFA's `get_active_subnet`), the blocks past each stage's depth left out."""
-  from flax import traverse_util
   small = subnet_network(net, arch)
   shapes = traverse_util.flatten_dict(jax.eval_shape(small.init, jax.random.key(0),
                                                      jnp.zeros((1, resnet.MIN_SIZE, resnet.MIN_SIZE, 3))))
