@@ -131,5 +131,6 @@ def test_tfds_imagenet_loader_on_mock_data():
     ds = datasets.get_dataset("tfds:imagenet2012", "train")
     assert ds.num_classes == 1000 and len(ds) == 24
     batch = next(pipeline.train_batches(ds.source, fn, global_batch=8, seed=0))
+  assert set(batch) == {"image", "label"}  # not ImageNet's 'file_name' strings, which no device holds
   assert batch["image"].shape == (8, 75, 75, 3) and batch["image"].dtype == np.float32
   assert batch["label"].shape == (8,) and batch["label"].max() < 1000

@@ -65,6 +65,21 @@ def digits_arrays(split: str, *, flat: bool = True):
   return (images.reshape(len(images), -1) if flat else images), source.labels.astype(np.int32)
 
 
+class ImageLabelSource:
+  """A source's examples cut to the contract above: tfds records also carry strings ('file_name' of
+  ImageNet, 'id' of CIFAR) that no device array can hold."""
+
+  def __init__(self, source):
+    self.source = source
+
+  def __len__(self):
+    return len(self.source)
+
+  def __getitem__(self, i):
+    example = self.source[i]
+    return {"image": example["image"], "label": example["label"]}
+
+
 def tfds_source(name: str, split: str, data_dir: Optional[str] = None) -> Dataset:
   import tensorflow_datasets as tfds
   try:
@@ -73,7 +88,7 @@ def tfds_source(name: str, split: str, data_dir: Optional[str] = None) -> Datase
   except Exception as e:  # tfds raises several types (not found, not prepared, bad split)
     raise UserError(f"cannot read tfds dataset '{name}' split '{split}' (prepare it with "
                     f"`tfds build {name}`; ImageNet needs --manual_dir): {str(e).splitlines()[0]}")
-  return Dataset(source, num_classes)
+  return Dataset(ImageLabelSource(source), num_classes)
 
 
 _DATASETS: Dict[str, Callable[..., Dataset]] = {"digits": digits}
