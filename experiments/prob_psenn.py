@@ -34,7 +34,7 @@ autoencoder (784-512-256-40), 60,000 training images full batch (fits one accele
 sets built at 28x28.
 """
 import os
-from typing import Dict, Tuple
+from typing import Dict
 
 import jax
 import jax.numpy as jnp
@@ -42,7 +42,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from inception_zoo.data import datasets
+from experiments import common
 from inception_zoo.errors import UserError
 from inception_zoo.main import run_experiment
 from inception_zoo.metrics import MetricWriter
@@ -65,19 +65,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.update(name="prob_psenn_mnist", data="tfds:mnist", hidden=(512, 256), latent_dim=40, total_steps=5000,
            learning_rate=1e-3)
   return c
-
-
-def load(data: str, split: str) -> Tuple[np.ndarray, np.ndarray]:
-  """Images (N, H, W) in [0, 1] and int32 labels: embedded digits or a prepared tfds dataset."""
-  if data == "digits":
-    images, labels = datasets.digits_arrays(split, flat=False)
-    return images[..., 0], labels
-  if not data.startswith("tfds:"):
-    raise UserError(f"unknown data '{data}' (digits, or tfds:mnist / tfds:fashion_mnist / tfds:kmnist)")
-  source = datasets.tfds_source(data[len("tfds:"):], split).source
-  examples = [source[i] for i in range(len(source))]
-  images = np.stack([np.asarray(e["image"])[..., 0] for e in examples]).astype(np.float32) / 255.0
-  return images, np.asarray([e["label"] for e in examples], np.int32)
 
 
 def ood_sets(images: np.ndarray, names, rng: np.random.Generator, patch_scale: int) -> Dict[str, np.ndarray]:
@@ -134,8 +121,8 @@ def _loss(model: psenn.PSENN, config, x, y):
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
   from sklearn.metrics import roc_auc_score
-  train_images, y_train = load(config.data, "train")
-  test_images, y_test = load(config.data, "test")
+  train_images, y_train = common.grey_images(config.data, "train")
+  test_images, y_test = common.grey_images(config.data, "test")
   x_train, x_test = (a.reshape(len(a), -1) for a in (train_images, test_images))
   rng = np.random.default_rng(config.seed)
   ood = {k: v.reshape(len(v), -1) for k, v in ood_sets(test_images, config.ood_sets, rng,

@@ -45,7 +45,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from experiments.prob_psenn import load
+from experiments import common
 from inception_zoo.errors import UserError
 from inception_zoo.main import run_experiment
 from inception_zoo.metrics import MetricWriter
@@ -79,7 +79,7 @@ def pixel_permutation(config) -> np.ndarray | None:
 def load_views(config, split: str) -> Tuple[Dict[str, np.ndarray], np.ndarray]:
   """The split's images (N, H, W) in [0, 1] as sequences (N, H * W, 1), the row-major raster (pixel
   (r, c) at step r * W + c) or its fixed permutation, and as images (N, H, W, 1); int32 labels."""
-  images, labels = load(config.data, split)
+  images, labels = common.grey_images(config.data, split)
   permutation = pixel_permutation(config)
   out = {}
   for view in config.views:

@@ -8,7 +8,7 @@ import pytest
 import tensorflow_datasets as tfds
 import torch
 
-from experiments import prob_psenn
+from experiments import common, prob_psenn
 from inception_zoo.errors import UserError
 from inception_zoo.proto import psenn
 
@@ -114,7 +114,7 @@ def test_ood_sets_and_full_setting_loader():
   np.testing.assert_allclose(sets["inverted"], 1 - images)
   np.testing.assert_allclose(sets["rotated"][:, 0, :], images[:, :, -1])
   with tfds.testing.mock_data(num_examples=5):
-    x, y = prob_psenn.load(prob_psenn.get_config().data, "train")
+    x, y = common.grey_images(prob_psenn.get_config().data, "train")
   assert x.shape == (5, 28, 28) and y.shape == (5,) and 0 <= x.min() <= x.max() <= 1
   with pytest.raises(UserError, match="unknown OOD set 'blur'"):
     prob_psenn.ood_sets(images, ("blur",), np.random.default_rng(1), 4)
