@@ -10,14 +10,21 @@ random batches with the same steps, loss and batch size. The plot (WORKDIR/ngame
 test P@1 and the in-batch negative hardness (similarity of each point's hardest in-batch negative
 label) per epoch for both batchings.
   python -m experiments.ngame --config=runlocal --workdir=workdirs/ngame
-CPU time here: 20 s of CPU (70 s wall on 2 heavily shared cores).
+CPU time here: 24 s of CPU (45 s wall on 2 shared cores).
 Measured here, 2,000 test points, mean of 2 seeds (per seed in brackets): embedding retrieval P@1 0.656
-(0.650 / 0.662) with NGAME batches against 0.623 (0.617 / 0.630) with random batches, P@5 0.268 / 0.261,
-nDCG@5 0.700 / 0.679, PSP@5 0.642 / 0.633; hardest in-batch negative similarity, mean over the epochs from
-the first clustering, 0.681 against 0.507, and at equal embeddings (NGAME's final encoder) 0.702 for
-clustered against 0.488 for random batches. Stage 2 on NGAME's encoder: P@1 0.763, P@5 0.293, nDCG@5
-0.765, PSP@5 0.672 (the same stage 2 on the random-batch encoder, run once during development, reached
-P@1 0.758: on this set the classifiers close most of the stage-1 gap).
+(0.643 / 0.670) with NGAME batches against 0.624 (0.617 / 0.632) with random batches, P@5 0.269 / 0.261,
+nDCG@5 0.701 / 0.681, PSP@5 0.643 / 0.631; hardest in-batch negative similarity, mean over the epochs from
+the first clustering, 0.680 against 0.507, and at equal embeddings (NGAME's final encoder) 0.700 for
+clustered against 0.488 for random batches. Stage 2 on NGAME's encoder: P@1 0.756, P@5 0.292, nDCG@5
+0.762, PSP@5 0.668.
+
+Stage 1 runs on the shared step loop (`train/loop.run_steps`, one step per mini-batch), in
+WORKDIR/<batching>/seed<seed> (WORKDIR/ngame in the full setting): checkpoints every `checkpoint_every`
+steps (the CPU runs only at their ends), at the end and on SIGTERM, a stop at the first non-finite loss,
+and an exact resume (the state holds each point's cluster; an epoch's batches, positives and clustering
+are seeded by (seed, epoch); `inception_zoo.xc.batching.stage_one_step`): the same command continues a
+run, finished stage-1 runs are restored and not repeated. Stage 2 is short and is not checkpointed: a
+resumed run redoes it from the final stage-1 encoder.
 
 CPU setting (`runlocal`): `inception_zoo.xc.data.synthetic_xc`, 2,000 labels in 100 groups of 20
 (Gaussian centroids: a group centroid plus a per-label offset of 0.35 its norm, so siblings are the
@@ -47,15 +54,18 @@ negatives, shortlist of 300, beta 0.5; PSP with A = 0.6, B = 2.6 (the official c
 removes the reciprocal pairs from the predictions. `--config=` amazon131k / wikiseealso320k /
 wikipedia500k / amazontitles1.3m for the other LF sets, with their official first-stage settings
 (`LF_DATASETS`; their official classifier stage uses a probabilistic contrastive loss, not implemented:
-they get this stage 2). One device, no checkpoints: a run cannot resume. Differences from the official
+they get this stage 2). One device; stage 1 checkpoints every 1,000 steps (about 3 minutes at the
+speed below), keeping 2 (about 0.8 GB each with Adam's moments). Differences from the official
 code: cosine instead of linear decay; exact top-k shortlists instead of HNSW (a 4,096 x 131K similarity
 block per call); classifier negatives from each point's shortlist, not from the clustered batches. Run
 on a tiny generated LF folder with a 2-layer DistilBERT (tests/test_ngame.py) and, once, on one H100 (jax
 0.11.2) at the real model and batch (randomly initialised DistilBERT-base, batch 1,600, 32 tokens) over a
 generated LF-style set of 40,000 / 10,000 / 10,000 titles: 0.18 s per step, 40 GB peak device memory,
-3 epochs and stage 2 (100 steps) in 94 s. At that speed an LF-AmazonTitles-131K epoch (184 steps) takes
+3 epochs and stage 2 (100 steps) in 94 s (timed when an epoch was one scanned call; the step loop has
+not been timed on a GPU). At that speed an LF-AmazonTitles-131K epoch (184 steps) takes
 about 33 s plus its clustering: an estimate, the real set was not run here (no paper numbers reproduced).
 """
+import itertools
 import os
 from typing import Dict
 
@@ -64,11 +74,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from tqdm.auto import tqdm
 
+from inception_zoo import ckpt
 from inception_zoo.errors import UserError
 from inception_zoo.main import run_experiment
-from inception_zoo.metrics import MetricWriter
+from inception_zoo.metrics import MetricWriter, read_metrics
+from inception_zoo.train import loop
 from inception_zoo.train.fullbatch import fit
 from inception_zoo.train.optim import make_optimizer, make_schedule
 from inception_zoo.utils import plots
@@ -100,6 +111,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                      sibling_scale=0.35, noise=0.3, nuisance=1.0, zipf=0.7, mean_siblings=1.0),
       encoder=dict(name="mlp", hidden=256, dim=64),
       batch_size=64, num_epochs=30, eval_every=2, curriculum=(4, 8, 12, 16, 20), refresh_every=4,
+      checkpoint_every=0, keep_checkpoints=2,  # runs of seconds: saved at their ends and on pre-emption
       margin=0.3, num_negatives=10, tau=0.1,
       optimizer=dict(name="adamw", weight_decay=0.0), schedule=dict(name="cosine", base_lr=2e-3, warmup_epochs=1.0),
       classifier=dict(steps=60, batch_size=0, learning_rate=1e-2, shortlist=16, margin=0.2, num_negatives=3,
@@ -114,7 +126,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.update(name=f"ngame_{lf['data'].lower()}", data=lf["data"], data_dir=f"data/{lf['data']}", seeds=(0,),
            batch_size=lf["batch"], num_epochs=lf["epochs"], eval_every=10, curriculum=lf["curriculum"],
            refresh_every=5, num_negatives=lf["negatives"], propensity_a=lf["a"], propensity_b=lf["b"],
-           eval_shortlist=300)
+           eval_shortlist=300, checkpoint_every=1000)
   # The architecture comes from the weights' config.json; `embed_batch`: texts per call when embedding a
   # whole set (clustering, evaluation).
   c.encoder = ml_collections.ConfigDict(dict(name="distilbert", pretrained="weights/msmarco-distilbert-base-v4",
@@ -125,38 +137,56 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return c
 
 
-def _stage_one(config, d, params, embed, epoch_fn, tx, batching_name: str, seed: int, writer, prefix: str):
-  """Trains the Siamese encoder from `params` with `batching_name` batches; returns (params, curves)."""
-  rng = np.random.default_rng(seed)
-  state = batching.init_state(params, tx, seed)
+def stage_one(config, d, params, embed, update, tx, batching_name: str, seed: int, workdir: str, desc: str):
+  """Trains the Siamese encoder from `params` with `batching_name` batches on `loop.run_steps` (one step per
+  mini-batch), checkpointing in `workdir` and resuming from its newest checkpoint; returns (params, curves
+  per epoch read back from the run's metrics)."""
   n = d["y_train"].shape[0]
-  clusters = [np.array([i]) for i in range(n)]  # size 1: random batches until the first refresh
-  curves = {"epoch": [], "P@1": [], "loss": [], "hardness": [], "cluster_size": []}
-  for epoch in tqdm(range(config.num_epochs), desc=prefix, leave=False):
-    if batching_name == "ngame" and batching.refresh_due(epoch, config.curriculum, config.refresh_every):
-      size = batching.cluster_size_at(epoch, config.curriculum)
-      clusters = batching.balanced_clusters(np.asarray(embed(state.params, d["x_train"])), size, rng)
-    points = batching.epoch_batches(clusters, config.batch_size, rng)
-    labels = batching.sample_positives(d["y_train"], points, rng)
-    targets = batching.batch_targets(d["y_train"], points, labels)
-    state, m = epoch_fn(state, d["x_train"], d["label_x"], points, labels, targets)
-    row = {"train/loss": float(np.mean(m["loss"])), "train/hardness": float(np.mean(m["hardness"]))}
-    if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.num_epochs:
-      ranked, _ = classifier.shortlist(embed(state.params, d["x_test"]), embed(state.params, d["label_x"]), 1,
-                                       exclude=d.get("filter"))
-      row["test/P@1"] = metrics.precision_at_k(ranked, d["y_test"], 1)
-      curves["epoch"].append(epoch + 1)
-      curves["P@1"].append(row["test/P@1"])
-    curves["loss"].append(row["train/loss"])
-    curves["hardness"].append(row["train/hardness"])
-    curves["cluster_size"].append(float(np.mean([len(c) for c in clusters])))
-    writer.write(epoch + 1, {f"{prefix}/{k}": v for k, v in row.items()})
-  return state.params, curves
+  steps_per_epoch = n // config.batch_size
+  step = batching.stage_one_step(update, embed, d["y_train"], seed=seed, batch_size=config.batch_size,
+                                 curriculum=config.curriculum, refresh_every=config.refresh_every,
+                                 clustered=batching_name == "ngame")
+
+  def evaluate(state):
+    ranked, _ = classifier.shortlist(embed(state["params"], d["x_test"]), embed(state["params"], d["label_x"]), 1,
+                                     exclude=d.get("filter"))
+    return {"test/P@1": metrics.precision_at_k(ranked, d["y_test"], 1)}
+
+  setting = dict(seed=seed, batch_size=config.batch_size, curriculum=list(config.curriculum),
+                 refresh_every=config.refresh_every)
+  checkpoints = ckpt.Checkpoints(workdir, keep=config.keep_checkpoints, every_steps=config.checkpoint_every)
+  writer = MetricWriter(workdir, tensorboard=False)
+  try:
+    state, meta = loop.restore_or_start(checkpoints, lambda: batching.init_state(params, tx, seed, n))
+    loop.check_same_input(meta, workdir, **setting)
+    start = int(state["step"])
+    state, _ = loop.run_steps(
+        state, step, itertools.count(start), start=start, total_steps=steps_per_epoch * config.num_epochs,
+        checkpoints=checkpoints, writer=writer, meta=lambda i: loop.input_meta(config, i, **setting),
+        evaluate=evaluate, log_every=steps_per_epoch, eval_every=config.eval_every * steps_per_epoch, desc=desc,
+        extra=(jax.device_put(d["x_train"]), jax.device_put(d["label_x"])))
+  finally:
+    checkpoints.close()
+    writer.close()
+  return state["params"], _curves(workdir, steps_per_epoch)
 
 
-def _batch_hardness(docs, labels_emb, y, clusters, batch_size, rng) -> float:
-  """Mean similarity of each point's hardest in-batch negative for batches cut from `clusters`."""
-  points = batching.epoch_batches(clusters, batch_size, rng)
+def _curves(workdir: str, steps_per_epoch: int) -> Dict[str, list]:
+  """Per-epoch train loss and hardness, and test P@1 at the evaluated epochs, from a run's metrics (rows a
+  resumed run writes again replace the interrupted run's)."""
+  rows: Dict[int, dict] = {}
+  for row in read_metrics(workdir):
+    rows.setdefault(row["step"], {}).update(row)
+  train = [rows[s] for s in sorted(rows) if "train/loss" in rows[s]]
+  evaluated = [s for s in sorted(rows) if "test/P@1" in rows[s]]
+  return {"epoch": [s // steps_per_epoch for s in evaluated], "P@1": [rows[s]["test/P@1"] for s in evaluated],
+          "loss": [r["train/loss"] for r in train], "hardness": [r["train/hardness"] for r in train]}
+
+
+def _batch_hardness(docs, labels_emb, y, cluster_of, batch_size, rng) -> float:
+  """Mean similarity of each point's hardest in-batch negative for batches cut from the clusters
+  `cluster_of` (each point's cluster index)."""
+  points = batching.epoch_batches(cluster_of, batch_size, rng)
   positives = batching.sample_positives(y, points, rng)
   sims = jnp.einsum("sid,sjd->sij", docs[points], labels_emb[positives])
   return float(jnp.mean(batching.hardest_negative(sims, ~batching.batch_targets(y, points, positives))))
@@ -193,18 +223,23 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
   return _run_lf(config, workdir)
 
 
+def synthetic_trainer(config: ml_collections.ConfigDict):
+  """(MLP encoder, optimizer, jitted embed(params, x), stage-1 update) of the synthetic setting: one compiled
+  step for every seed and batching (same shapes, the data enters as arguments)."""
+  model = encoder.MLPEncoder(hidden=config.encoder.hidden, dim=config.encoder.dim)
+  steps_per_epoch = config.synthetic.num_train // config.batch_size
+  tx = make_optimizer(config, make_schedule(config, steps_per_epoch, steps_per_epoch * config.num_epochs))
+  encode = lambda params, x, key=None: model.apply({"params": params}, x)[0]
+  update = batching.make_update(encode, tx, config.margin, config.num_negatives, config.tau)
+  return model, tx, jax.jit(encode), update
+
+
 def _run_synthetic(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
   if config.encoder.name != "mlp":
     raise UserError(f"the synthetic setting trains the MLP encoder, not '{config.encoder.name}'")
   writer = MetricWriter(workdir, tensorboard=False)
   writer.write_config(config)
-  model = encoder.MLPEncoder(hidden=config.encoder.hidden, dim=config.encoder.dim)
-  steps_per_epoch = config.synthetic.num_train // config.batch_size
-  tx = make_optimizer(config, make_schedule(config, steps_per_epoch, steps_per_epoch * config.num_epochs))
-  encode = lambda params, x, key=None: model.apply({"params": params}, x)[0]
-  # One compiled epoch for every seed and batching: same shapes, the data enters as arguments.
-  epoch_fn = batching.make_train_epoch(encode, tx, config.margin, config.num_negatives, config.tau)
-  embed = jax.jit(encode)
+  model, tx, embed, update = synthetic_trainer(config)
   per_seed = {b: [] for b in BATCHINGS}
   curves = {b: [] for b in BATCHINGS}
   for seed in config.seeds:
@@ -212,7 +247,8 @@ def _run_synthetic(config: ml_collections.ConfigDict, workdir: str) -> Dict[str,
     inv_prop = metrics.inverse_propensity(d["y_train"], config.propensity_a, config.propensity_b)
     for name in BATCHINGS:
       init = model.init(jax.random.key(seed), d["x_train"][:1])["params"]
-      params, curve = _stage_one(config, d, init, embed, epoch_fn, tx, name, seed, writer, f"{name}/seed{seed}")
+      params, curve = stage_one(config, d, init, embed, update, tx, name, seed,
+                                 os.path.join(workdir, name, f"seed{seed}"), f"{name}/seed{seed}")
       curves[name].append(curve)
       docs, labels_emb, test_docs = (embed(params, d[k]) for k in ("x_train", "label_x", "x_test"))
       # Stage 2 on NGAME's encoder only (each run compiles its own classifier loss: not repeated for the
@@ -223,11 +259,10 @@ def _run_synthetic(config: ml_collections.ConfigDict, workdir: str) -> Dict[str,
         # At equal embeddings (this encoder's): clustered against random batches.
         rng = np.random.default_rng(seed)
         size = batching.cluster_size_at(config.num_epochs - 1, config.curriculum)
-        clusters = batching.balanced_clusters(np.asarray(docs), size, rng)
-        singletons = [np.array([i]) for i in range(len(docs))]
+        clusters = batching.cluster_ids(batching.balanced_clusters(np.asarray(docs), size, rng))
         r["same_embeddings/clustered_hardness"] = _batch_hardness(docs, labels_emb, d["y_train"], clusters,
                                                                   config.batch_size, rng)
-        r["same_embeddings/random_hardness"] = _batch_hardness(docs, labels_emb, d["y_train"], singletons,
+        r["same_embeddings/random_hardness"] = _batch_hardness(docs, labels_emb, d["y_train"], np.arange(len(docs)),
                                                                config.batch_size, rng)
       per_seed[name].append(r)
   result = {}
@@ -261,6 +296,7 @@ def _in_chunks(embed, chunk: int):
   chunk padded: one compiled shape), for sets whose activations do not fit at once."""
 
   def run_all(params, inputs):
+    inputs = tuple(np.asarray(a) for a in inputs)  # host slices: one compiled shape, whatever the rows
     n = len(inputs[0])
     size = min(chunk, n)
     parts = []
@@ -290,10 +326,11 @@ def _run_lf(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]
     return model.apply({"params": params}, ids, mask, train=key is not None,
                        rngs=None if key is None else {"dropout": key})[0]
 
-  epoch_fn = batching.make_train_epoch(encode, tx, config.margin, config.num_negatives, config.tau)
+  update = batching.make_update(encode, tx, config.margin, config.num_negatives, config.tau)
   embed = _in_chunks(jax.jit(encode), config.encoder.embed_batch)
   seed = config.seeds[0]
-  params, curve = _stage_one(config, d, params, embed, epoch_fn, tx, "ngame", seed, writer, "ngame")
+  params, curve = stage_one(config, d, params, embed, update, tx, "ngame", seed, os.path.join(workdir, "ngame"),
+                             "ngame")
   docs, labels_emb, test_docs = (embed(params, d[k]) for k in ("x_train", "label_x", "x_test"))
   r = _retrieval_metrics(config, d, docs, labels_emb, test_docs, d["inv_prop"], seed, stage_two=True)
   result = {"ngame/train_loss": curve["loss"][-1], **{f"ngame/{k}": float(v) for k, v in r.items()}}

@@ -15,8 +15,13 @@ is the official triplet margin loss with online hard negative mining: per point,
 in-batch labels that are not among its positives, hinge max(0, s_neg - s_pos + margin), margin 0.3 in
 the first stage, each violating negative weighted by a softmax of its similarity / 0.1 (the authors'
 "aggressive" option), averaged over points and negatives.
+
+Stage 1 runs on the shared step loop (`train/loop.run_steps`), one mini-batch per step, so it
+checkpoints, stops at a non-finite loss and resumes exactly: its state (`init_state`) holds each training
+point's current cluster beside the parameters, and the batch at step i is a function of the seed, i and
+those clusters (`stage_one_step`).
 """
-from typing import Any, Callable, List, Sequence
+from typing import Any, Callable, Dict, List, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +30,6 @@ import optax
 import scipy.sparse as sp
 
 from inception_zoo.errors import UserError
-from inception_zoo.train.state import TrainState
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -91,10 +95,19 @@ def refresh_due(epoch: int, curriculum: Sequence[int], tau: int) -> bool:
   return bool(curriculum) and epoch >= curriculum[0] and epoch % tau == 0
 
 
-def epoch_batches(clusters: Sequence[np.ndarray], batch_size: int, rng: np.random.Generator) -> np.ndarray:
-  """(steps, batch_size) point indices: the clusters in random order, concatenated, cut every
-  `batch_size` points (the incomplete last batch is dropped: one compiled shape)."""
-  order = np.concatenate([clusters[i] for i in rng.permutation(len(clusters))])
+def cluster_ids(clusters: Sequence[np.ndarray]) -> np.ndarray:
+  """(n,) int32: the index of each point's cluster (the form a checkpoint keeps a clustering in)."""
+  ids = np.empty(sum(len(c) for c in clusters), np.int32)
+  ids[np.concatenate(clusters)] = np.repeat(np.arange(len(clusters), dtype=np.int32), [len(c) for c in clusters])
+  return ids
+
+
+def epoch_batches(cluster_of: np.ndarray, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+  """(steps, batch_size) point indices: the clusters (`cluster_of`, each point's cluster index) in random
+  order, concatenated, cut every `batch_size` points (the incomplete last batch is dropped: one compiled
+  shape)."""
+  place = rng.permutation(int(cluster_of.max()) + 1)  # each cluster's place in the epoch
+  order = np.argsort(place[cluster_of], kind="stable")
   steps = len(order) // batch_size
   if steps == 0:
     raise UserError(f"batch size {batch_size} is larger than the {len(order)} training points")
@@ -145,19 +158,23 @@ def hardest_negative(sims: jax.Array, negative: jax.Array) -> jax.Array:
   return jnp.max(jnp.where(negative, sims, -1.0), axis=-1)
 
 
-def init_state(params, tx: optax.GradientTransformation, seed: int = 0) -> TrainState:
-  return TrainState(step=jnp.zeros([], jnp.int32), params=params, batch_stats={}, opt_state=tx.init(params),
-                    ema_params=params, rng=jax.random.key_data(jax.random.key(seed)))
+def init_state(params, tx: optax.GradientTransformation, seed: int, num_points: int) -> Dict[str, Any]:
+  """Stage 1's state, one pytree that a checkpoint holds whole: the step, parameters, optimizer state,
+  dropout key, and each training point's current cluster (its own at first: random batches)."""
+  return {"step": jnp.zeros([], jnp.int32), "params": params, "opt_state": tx.init(params),
+          "key": jax.random.key_data(jax.random.key(seed)),
+          "cluster_of": jnp.arange(num_points, dtype=jnp.int32)}
 
 
-def make_train_epoch(encode: Callable[[Any, Any], jax.Array], tx: optax.GradientTransformation,
-                     margin: float, num_negatives: int, tau: float = 0.1):
-  """Returns a jitted `epoch(state, point_inputs, label_inputs, points, labels, targets)` that scans the
-  siamese steps over (steps, B) point and positive-label indices and their (steps, B, B) targets;
-  inputs are arrays or tuples of arrays (token ids and attention masks) indexed by their first axis;
-  `encode(params, inputs, key) -> unit embeddings`, `key` a PRNG key for dropout (a fresh one per step
-  and side, from the state's rng and step). Returns (state, {'loss', 'hardness'} per step), where
-  hardness is the mean similarity of each point's hardest in-batch negative label."""
+def make_update(encode: Callable[[Any, Any, Any], jax.Array], tx: optax.GradientTransformation,
+                margin: float, num_negatives: int, tau: float = 0.1):
+  """A jitted Siamese step `update(state, batches, i, point_inputs, label_inputs)` on batch `i` of an
+  epoch's `batches` = (points, labels, targets): (steps, B) point and positive-label indices and their
+  (steps, B, B) targets, kept on the device for the epoch (at CPU scale a transfer per step costs more
+  than the step). Inputs are arrays or tuples of arrays (token ids and attention masks) indexed by their
+  first axis; `encode(params, inputs, key) -> unit embeddings`, `key` a PRNG key for dropout (a fresh one
+  per step and side, from the state's key and step). Returns (state, {'loss', 'hardness'}), hardness
+  the mean similarity of each point's hardest in-batch negative label."""
 
   def loss_fn(params, point_inputs, label_inputs, points, labels, targets, key):
     take = lambda inputs, idx: jax.tree.map(lambda a: a[idx], inputs)
@@ -166,20 +183,46 @@ def make_train_epoch(encode: Callable[[Any, Any], jax.Array], tx: optax.Gradient
     lbls = encode(params, take(label_inputs, labels), label_key)
     sims = docs @ lbls.T
     loss = triplet_margin_ohnm(jnp.diagonal(sims), sims, ~targets, margin, num_negatives, tau)
-    hard = jnp.mean(hardest_negative(sims, ~targets))
-    return loss, hard
+    return loss, jnp.mean(hardest_negative(sims, ~targets))
 
-  def step(state: TrainState, batch):
-    key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-    (loss, hard), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, *batch, key)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    return state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=params), \
+  @jax.jit  # not donated: a fresh state holds the caller's initial parameters
+  def update(state, batches, i, point_inputs, label_inputs):
+    key = jax.random.fold_in(jax.random.wrap_key_data(state["key"]), state["step"])
+    (loss, hard), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state["params"], point_inputs, label_inputs, *(a[i] for a in batches), key)
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    return {**state, "step": state["step"] + 1, "params": params, "opt_state": opt_state}, \
         {"loss": loss, "hardness": hard}
 
-  @jax.jit
-  def epoch(state, point_inputs, label_inputs, points, labels, targets):
-    return jax.lax.scan(lambda s, b: step(s, (point_inputs, label_inputs) + b), state,
-                        (points, labels, targets))
+  return update
 
-  return epoch
+
+def stage_one_step(update: Callable, embed: Callable, y: sp.csr_matrix, *, seed: int, batch_size: int,
+                   curriculum: Sequence[int], refresh_every: int, clustered: bool) -> Callable:
+  """`step(state, index, point_inputs, label_inputs)` for `loop.run_steps` fed batch indices 0, 1, ...:
+  NGAME's batching (`clustered`) or random batches, then `update`. At the first batch of a refresh epoch
+  the points are re-clustered on their current embeddings (`embed(params, point_inputs)`, clustering
+  seeded by (seed, epoch)) and the assignment enters the state; an epoch's batches and positives come
+  from an rng seeded by (seed, epoch). So the batch at `index` is a function of the seed, the index and
+  the checkpointed clusters, and a resumed run repeats the uninterrupted one. One step function per run:
+  it keeps the current epoch's batches."""
+  steps_per_epoch = y.shape[0] // batch_size
+  plan: Dict[str, Any] = {}
+
+  def step(state, index: int, point_inputs, label_inputs):
+    epoch, i = divmod(index, steps_per_epoch)
+    if clustered and i == 0 and refresh_due(epoch, curriculum, refresh_every):
+      embeddings = np.asarray(embed(state["params"], point_inputs))
+      clusters = balanced_clusters(embeddings, cluster_size_at(epoch, curriculum),
+                                   np.random.default_rng([seed, epoch, 1]))
+      # Laid out as before: a differently placed argument would compile the update again.
+      state = {**state, "cluster_of": jax.device_put(cluster_ids(clusters), state["cluster_of"].sharding)}
+    if plan.get("epoch") != epoch:
+      rng = np.random.default_rng([seed, epoch, 0])
+      points = epoch_batches(np.asarray(state["cluster_of"]), batch_size, rng)
+      labels = sample_positives(y, points, rng)
+      plan.update(epoch=epoch, batches=jax.device_put((points, labels, batch_targets(y, points, labels))))
+    return update(state, plan["batches"], i, point_inputs, label_inputs)
+
+  return step
