@@ -1,7 +1,7 @@
 """Paper 24, DRCT: parity with spandrel's PyTorch DRCT (the official architecture) from seeded random
-weights, the paper's parameter counts, the SR metrics against numpy oracles, the data helpers, and the
-x2 claim on scikit-learn's sample photographs."""
-import json
+weights, the paper's parameter counts, the SR metrics against numpy oracles, the data helpers, the SR
+trainer's exact resume, and the x2 claim on scikit-learn's sample photographs."""
+import os
 import sys
 from unittest import mock
 
@@ -14,6 +14,7 @@ from spandrel.architectures.DRCT import DRCT as TorchDRCT
 
 from experiments import drct as drct_experiment
 from inception_zoo.errors import UserError
+from inception_zoo.metrics import read_metrics
 from inception_zoo.models import drct
 from inception_zoo.train import sr
 
@@ -159,13 +160,40 @@ def test_settings_and_unknown_setting():
     drct_experiment.get_config("x8")
 
 
+def test_resumed_training_ends_where_an_uninterrupted_run_does(tmp_path):
+  # The claim's own setting cut to 4 steps: its schedule does not depend on total_steps, so the train
+  # step is the claim test's compiled program (a compile-cache hit when both run).
+  config = drct_experiment.get_config("runlocal")
+  config.update(total_steps=4, log_every=2, eval_every=0)
+  images, eval_sets = drct_experiment.load_data(config)
+  model = drct.create_drct(config.model, upscale=config.scale)
+  whole, result = sr.train(config, str(tmp_path / "whole"), model, images, eval_sets)
+  half = config.copy_and_resolve_references()
+  half.total_steps = 2
+  sr.train(half, str(tmp_path / "parts"), model, images, eval_sets)  # saves its last step, 2
+  parts, resumed = sr.train(config, str(tmp_path / "parts"), model, images, eval_sets)
+  assert int(parts.step) == 4
+  jax.tree.map(np.testing.assert_array_equal, whole.params, parts.params)
+  jax.tree.map(np.testing.assert_array_equal, whole.opt_state, parts.opt_state)
+  assert resumed == result and set(result) == {f"sample_images/{k}" for k in (
+      "psnr_y", "ssim_y", "bicubic_psnr_y", "bicubic_ssim_y")}
+  logged = [r["step"] for r in read_metrics(str(tmp_path / "parts")) if "train/loss" in r]
+  assert logged == [2, 4]
+  other_seed = config.copy_and_resolve_references()
+  other_seed.seed = 1  # other patches would come next
+  with pytest.raises(UserError, match="trained with seed 0; resuming with 1"):
+    sr.train(other_seed, str(tmp_path / "parts"), model, images, eval_sets)
+
+
 @pytest.mark.slow
 def test_claim_tiny_drct_beats_bicubic_x2(tmp_path):
   result = drct_experiment.main(["--config=runlocal", f"--workdir={tmp_path}"])
-  # Measured: PSNR-Y 24.39 vs bicubic 24.18 dB (+0.21), SSIM-Y 0.777 vs 0.736 (two held-out 128x128 crops).
+  # Measured: PSNR-Y 24.36 vs bicubic 24.18 dB (+0.18), SSIM-Y 0.774 vs 0.736 (two held-out 128x128 crops).
   assert result["sample_images/psnr_gain"] > 0.1
   assert result["sample_images/ssim_y"] > result["sample_images/bicubic_ssim_y"] + 0.02
   assert (tmp_path / "drct_sr.png").exists()
-  losses = [row["train/loss"] for row in map(json.loads, open(tmp_path / "metrics.jsonl"))
-            if "train/loss" in row]
-  assert losses[-1] < losses[0]  # one batch's L1 every 250 steps: 0.043 at step 250, 0.019 at 1,500
+  rows = read_metrics(str(tmp_path))
+  assert [r["step"] for r in rows if "sample_images/psnr_y" in r] == [250, 500, 750, 1000, 1250]
+  losses = [r["train/loss"] for r in rows if "train/loss" in r]
+  assert losses[-1] < losses[0]  # mean L1 of steps 1-100 vs 1151-1250
+  assert sorted(int(d) for d in os.listdir(tmp_path / "checkpoints")) == [500, 1000, 1250]

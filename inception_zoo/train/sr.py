@@ -12,12 +12,17 @@ Our reading: the bicubic kernel is `jax.image.resize`'s Keys cubic (a = -0.5) wi
 downscaling, MATLAB's `imresize` kernel, which BasicSR reproduces; borders differ (MATLAB mirrors the
 image, JAX renormalises the kernel), so LR images match MATLAB's in the interior only.
 
-Images are float arrays in [0, 1], NHWC. The train step reuses the classifier's pieces (TrainState,
-the optimizer from the config, `apply_gradients` with its EMA and NaN guard).
+Images are float arrays in [0, 1], NHWC. `train` is the trainer: a `TrainState` (the classifier's
+sharded init and resume, `restore_or_init`), the L1 step (the optimizer from the config,
+`apply_gradients` with its EMA and NaN guard) driven by the shared step loop (`loop.run_steps`:
+checkpoints, pre-emption, NaN stop, metrics), and PSNR / SSIM of every evaluation set against bicubic
+written as metrics. The patches of step i are drawn from `np.random.default_rng([seed, i, process])`,
+so a resumed run sees exactly the batches an uninterrupted one would.
 """
 import functools
+import itertools
 import os
-from typing import Any, Callable, Dict, Sequence
+from typing import Any, Callable, Dict, Iterator, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -25,9 +30,12 @@ import ml_collections
 import numpy as np
 import optax
 
+from inception_zoo import ckpt, sharding
 from inception_zoo.errors import UserError
-from inception_zoo.train.classification import apply_gradients
-from inception_zoo.train.state import TrainState, step_rng
+from inception_zoo.metrics import MetricWriter
+from inception_zoo.train import loop, optim
+from inception_zoo.train.classification import apply_gradients, eval_params
+from inception_zoo.train.state import TrainState, global_batch, restore_or_init, step_rng
 
 # ITU-R BT.601 luma of RGB in [0, 1], in [16, 235] (BasicSR's `rgb2ycbcr(y_only=True)` x 255).
 Y_WEIGHTS = (65.481, 128.553, 24.966)
@@ -177,3 +185,60 @@ def evaluate(apply: Callable, params, hr_images: Sequence[np.ndarray], scale: in
     rows.append({**score(apply(params, lr), hr, scale),
                  **{f"bicubic_{k}": v for k, v in score(bicubic, hr, scale).items()}})
   return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+
+
+def train_batches(images: Sequence[np.ndarray], hr_size: int, global_batch_size: int, seed: int,
+                  start: int) -> Iterator[Dict[str, np.ndarray]]:
+  """This process's rows of the HR patches of steps start + 1, start + 2, ...: those of step i come
+  from `np.random.default_rng([seed, i, process index])` alone, so any step's batch can be redrawn."""
+  local = global_batch_size // jax.process_count()
+  for step in itertools.count(start + 1):
+    rng = np.random.default_rng([seed, step, jax.process_index()])
+    yield {"hr": sample_patches(rng, images, hr_size, local)}
+
+
+def train(config: ml_collections.ConfigDict, workdir: str, model, train_images: Sequence[np.ndarray],
+          eval_sets: Dict[str, Sequence[np.ndarray]]) -> Tuple[TrainState, Dict[str, float]]:
+  """Trains `model` (`(lr, *, train) -> (sr, features)`) on random HR patches of `train_images` for
+  `config.total_steps`, resuming from `workdir`'s newest checkpoint. Every `eval_every` steps and at the
+  end writes '<set>/psnr_y', '<set>/ssim_y' and bicubic's '<set>/bicubic_psnr_y', '.../bicubic_ssim_y'
+  for each of `eval_sets` (HR images; border crop = scale). Returns (final state, last evaluation)."""
+  hr_size = config.patch_size * config.scale
+  if any(min(im.shape[:2]) < hr_size for im in train_images):
+    raise UserError(f"training images must be at least {hr_size} px on each side (patch_size x scale)")
+  if config.batch_size % jax.process_count():
+    raise UserError(f"batch_size {config.batch_size} does not split over {jax.process_count()} processes")
+  mesh = sharding.make_mesh(config.mesh.to_dict())
+  schedule = optim.make_schedule(config, 1, config.total_steps)  # one "epoch" per step
+  tx = optim.make_optimizer(config, schedule)
+  checkpoints = ckpt.Checkpoints(workdir, keep=config.keep_checkpoints, every_steps=config.checkpoint_every)
+  # `head` matters only for `config.init_from` weights: the RGB output conv is the part to reset.
+  state, shardings, meta = restore_or_init(config, model, tx, (config.patch_size,) * 2 + (3,), mesh,
+                                           checkpoints, head="conv_last")
+  what = dict(seed=config.seed, global_batch=config.batch_size, hr_size=hr_size)
+  loop.check_same_input(meta, workdir, **what)
+  start = int(jax.device_get(state.step))
+  writer = MetricWriter(workdir, tensorboard=False)
+  writer.write_config(config)
+  step_fn = sharding.compile_together(
+      jax.jit(make_train_step(model, tx, schedule, config),
+              in_shardings=(shardings, sharding.batch_sharding(mesh)),
+              out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0), "sr train step")
+  apply = jax.jit(lambda params, lr: model.apply({"params": params}, lr)[0])
+
+  def evaluate_sets(state):
+    params = eval_params(state, config)
+    return {f"{name}/{k}": v for name, images in eval_sets.items()
+            for k, v in evaluate(apply, params, images, config.scale).items()}
+
+  batches = train_batches(train_images, hr_size, config.batch_size, config.seed, start)
+  state, result = loop.run_steps(
+      state, step_fn, (global_batch(mesh, b) for b in batches), start=start,
+      total_steps=config.total_steps, checkpoints=checkpoints, writer=writer,
+      meta=lambda step: loop.input_meta(config, step, **what), evaluate=evaluate_sets,
+      log_every=config.log_every, eval_every=config.eval_every, desc=config.name)
+  if not result:  # nothing left to train: score the restored model
+    result = evaluate_sets(state)
+  writer.close()
+  checkpoints.close()
+  return state, result
