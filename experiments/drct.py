@@ -133,8 +133,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
   hr = jnp.asarray(sr.mod_crop(eval_sets[first][0], config.scale))[None]
   lr, bicubic = sr.bicubic_pair(hr, config.scale)
   ours = jax.jit(lambda params, lr: model.apply({"params": params}, lr)[0])(eval_params(state, config), lr)
-  plot(workdir, [{"step": step, "psnr_y": r[f"{first}/psnr_y"], "bicubic_psnr_y": r[f"{first}/bicubic_psnr_y"]}
-                 for step, r in sorted(curve.items())],
+  plot(workdir, [{"step": step, "psnr_y": r[f"{first}/psnr_y"],
+                  "bicubic_psnr_y": r[f"{first}/bicubic_psnr_y"]} for step, r in sorted(curve.items())],
        np.asarray(hr[0]), np.asarray(bicubic[0]), np.asarray(ours[0]), config.scale)
   for name in eval_sets:
     result[f"{name}/psnr_gain"] = result[f"{name}/psnr_y"] - result[f"{name}/bicubic_psnr_y"]
