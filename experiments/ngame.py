@@ -75,7 +75,6 @@ import ml_collections
 import numpy as np
 import optax
 
-from inception_zoo import ckpt
 from inception_zoo.errors import UserError
 from inception_zoo.main import run_experiment
 from inception_zoo.metrics import MetricWriter, read_metrics
@@ -154,20 +153,12 @@ def stage_one(config, d, params, embed, update, tx, batching_name: str, seed: in
 
   setting = dict(seed=seed, batch_size=config.batch_size, curriculum=list(config.curriculum),
                  refresh_every=config.refresh_every)
-  checkpoints = ckpt.Checkpoints(workdir, keep=config.keep_checkpoints, every_steps=config.checkpoint_every)
-  writer = MetricWriter(workdir, tensorboard=False)
-  try:
-    state, meta = loop.restore_or_start(checkpoints, lambda: batching.init_state(params, tx, seed, n))
-    loop.check_same_input(meta, workdir, **setting)
-    start = int(state["step"])
-    state, _ = loop.run_steps(
-        state, step, itertools.count(start), start=start, total_steps=steps_per_epoch * config.num_epochs,
-        checkpoints=checkpoints, writer=writer, meta=lambda i: loop.input_meta(config, i, **setting),
-        evaluate=evaluate, log_every=steps_per_epoch, eval_every=config.eval_every * steps_per_epoch, desc=desc,
-        extra=(jax.device_put(d["x_train"]), jax.device_put(d["label_x"])))
-  finally:
-    checkpoints.close()
-    writer.close()
+  state, _ = loop.run_in_workdir(
+      workdir, lambda: batching.init_state(params, tx, seed, n), step, itertools.count, config=config,
+      total_steps=steps_per_epoch * config.num_epochs, settings=setting, evaluate=evaluate,
+      log_every=steps_per_epoch, eval_every=config.eval_every * steps_per_epoch,
+      checkpoint_every=config.checkpoint_every, keep=config.keep_checkpoints, desc=desc,
+      extra=(jax.device_put(d["x_train"]), jax.device_put(d["label_x"])))
   return state["params"], _curves(workdir, steps_per_epoch)
 
 

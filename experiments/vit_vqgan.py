@@ -201,20 +201,10 @@ def train(s, model: vit_vqgan.ViTVQGAN, workdir: str, batches: Callable[[int], I
 def run_stage(s, workdir: str, init: Callable, step: Callable, batches: Callable[[int], Iterator],
               evaluate: Callable, desc: str, extra: tuple = (), **input_setting):
   """`loop.run_steps` in `workdir` from its newest checkpoint (or `init()`) to `s.total_steps`."""
-  checkpoints = ckpt.Checkpoints(workdir, every_steps=s.checkpoint_every)
-  writer = MetricWriter(workdir, tensorboard=False)
-  try:
-    state, meta = loop.restore_or_start(checkpoints, init)
-    setting = dict(batch_size=s.batch_size, **input_setting)
-    loop.check_same_input(meta, workdir, **setting)
-    start = int(np.ravel(state["step"])[0])
-    state, _ = loop.run_steps(state, step, batches(start), start=start, total_steps=s.total_steps,
-                              checkpoints=checkpoints, writer=writer, evaluate=evaluate,
-                              meta=lambda i: loop.input_meta(s, i, **setting), log_every=s.log_every,
-                              eval_every=s.eval_every, desc=desc, extra=extra)
-  finally:
-    checkpoints.close()
-    writer.close()
+  state, _ = loop.run_in_workdir(workdir, init, step, batches, config=s, total_steps=s.total_steps,
+                                 settings=dict(batch_size=s.batch_size, **input_setting), evaluate=evaluate,
+                                 log_every=s.log_every, eval_every=s.eval_every,
+                                 checkpoint_every=s.checkpoint_every, desc=desc, extra=extra)
   return state
 
 

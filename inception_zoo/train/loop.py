@@ -13,6 +13,7 @@ Resume is exact when the step's randomness and its batch are functions of the st
 state: a state carries its key (`state.step_rng`), and `batches(start)` starts at the restored step.
 `meta(step)` records what the input position depends on; `check_same_input` refuses to resume a
 workdir with a different seed or batch size, which would change the examples that come next.
+`run_in_workdir` is all of it for one run in one directory: restore or start, check, loop, close.
 """
 import sys
 import time
@@ -118,3 +119,28 @@ def run_steps(state, train_step: Callable, batches: Iterator, *, start: int, tot
                          f"{checkpoints.directory}; run the same command to resume")
   bar.close()
   return state, result
+
+
+def run_in_workdir(workdir: str, init: Callable[[], Any], train_step: Callable,
+                   batches: Callable[[int], Iterator], *, config: ml_collections.ConfigDict,
+                   total_steps: int, settings: Dict[str, Any], evaluate: Callable[[Any], Dict[str, float]],
+                   log_every: int, eval_every: int = 0, checkpoint_every: int = 0, keep: int = 3,
+                   shardings: Optional[Any] = None, desc: str = "train",
+                   extra: tuple = ()) -> Tuple[Any, Dict[str, float]]:
+  """One resumable run in `workdir`: its newest checkpoint or `init()`, refused if `settings` (what the
+  input order depends on: seed, batch size, ...) changed, then `run_steps` up to `total_steps` with
+  `batches(start)` yielding the batches of steps start+1, ... Returns (state, last evaluation) as
+  `run_steps`; a run that was already done returns its restored state and {}."""
+  checkpoints = ckpt.Checkpoints(workdir, keep=keep, every_steps=checkpoint_every)
+  writer = MetricWriter(workdir, tensorboard=False)
+  try:
+    state, meta = restore_or_start(checkpoints, init, shardings)
+    check_same_input(meta, workdir, **settings)
+    start = meta.get("input", {}).get("next_batch", 0)
+    return run_steps(state, train_step, batches(start), start=start, total_steps=total_steps,
+                     checkpoints=checkpoints, writer=writer,
+                     meta=lambda step: input_meta(config, step, **settings), evaluate=evaluate,
+                     log_every=log_every, eval_every=eval_every, desc=desc, extra=extra)
+  finally:
+    checkpoints.close()
+    writer.close()

@@ -43,9 +43,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from inception_zoo import ckpt
 from inception_zoo.errors import UserError
-from inception_zoo.metrics import MetricWriter
 from inception_zoo.train import loop
 from inception_zoo.train.state import TrainState, keep_if_finite
 
@@ -305,19 +303,10 @@ def pretrain(train_step: Callable, init: Callable[[], TrainState], batches: Call
   at the end and on pre-emption; metrics go to `workdir`/metrics.jsonl. Returns the state and
   `evaluate(state)` at the end ({} without `evaluate`), also for a workdir that was already done."""
   evaluate = evaluate or (lambda state: {})
-  checkpoints = ckpt.Checkpoints(workdir, keep=config.keep_checkpoints, every_steps=config.checkpoint_every)
-  state, meta = loop.restore_or_start(checkpoints, init, shardings)
-  settings = dict(seed=config.seed, global_batch=config.batch_size)
-  loop.check_same_input(meta, workdir, **settings)
-  start = int(jax.device_get(state.step))
-  writer = MetricWriter(workdir, tensorboard=False)
-  try:
-    state, result = loop.run_steps(
-        state, jax.jit(train_step, donate_argnums=0), batches(start), start=start,
-        total_steps=total_steps or config.total_steps, checkpoints=checkpoints, writer=writer,
-        meta=lambda step: loop.input_meta(config, step, **settings), evaluate=evaluate,
-        log_every=config.log_every, desc=desc, extra=({k: jnp.float32(v) for k, v in weights.items()},))
-  finally:
-    checkpoints.close()
-    writer.close()
+  state, result = loop.run_in_workdir(
+      workdir, init, jax.jit(train_step, donate_argnums=0), batches, config=config,
+      total_steps=total_steps or config.total_steps,
+      settings=dict(seed=config.seed, global_batch=config.batch_size), evaluate=evaluate,
+      log_every=config.log_every, checkpoint_every=config.checkpoint_every, keep=config.keep_checkpoints,
+      shardings=shardings, desc=desc, extra=({k: jnp.float32(v) for k, v in weights.items()},))
   return state, result or evaluate(state)
