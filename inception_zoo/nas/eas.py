@@ -18,16 +18,15 @@ most), minus an exponential moving-average baseline updated with the step's mean
 subtracted (the authors' `ArchManager.reward`: b += 0.95 (mean - b)); every action of a sampled network
 shares its advantage; Adam, entropy bonus 1e-5.
 
-Search (`search`): each step samples `num_samples` networks from the current best one, each by
-`deeper_actions` Net2Deeper then `wider_actions` Net2Wider transformations, trains each for a few steps
-from its inherited weights (the paper's point: no net is trained from scratch), scores it on the
-validation split, updates the controller and keeps the best network so far. Our reading: the authors'
-code applies 4 wider + 5 deeper actions to a fixed start net per sample; we grow the current best
-(as the brief of this reproduction and Sec. 4.1's "explore the architecture space based on the
-current network" read), with fewer actions per sample. `policy="random"` takes the same actions
-uniformly at random (p = 1/2 per layer for widening), the baseline of the authors' `random=True`.
-Deeper then wider (the authors do wider first): the identity layer's BatchNorm then comes from the
-parent's measured statistics, and the new layer may be widened in the same sample.
+Search (`Search`): each step samples `num_samples` networks, each from the start net (the authors'
+`get_start_net(copy=True)`) by `deeper_actions` Net2Deeper then `wider_actions` Net2Wider
+transformations, trains each for a few steps from its inherited weights (the paper's point: no net is
+trained from scratch) on the same mini-batches, scores it on the validation split, updates the
+controller and keeps the best network so far. `policy="random"` takes the same actions uniformly at
+random (p = 1/2 per layer for widening), the baseline of the authors' `random=True`. Deeper then wider
+(the authors do wider first): the identity layer's BatchNorm then comes from the parent's measured
+statistics, and the new layer may be widened in the same sample. Net2Wider adds the authors' relative
+noise (1e-2) to the new units: without it replicated units get equal gradients and stay copies.
 """
 import dataclasses
 import functools
@@ -268,61 +267,84 @@ class Envelope(nn.Module):
     return {"params": params, "batch_stats": stats}
 
 
+def _train_fns(model: nn.Module, data, tx):
+  """The jitted Adam step and the finish (BatchNorm calibration, validation accuracy, layer statistics)
+  of `model`, called as `model.apply(variables, x, *masks, train=...)`."""
+  x_train, y_train, x_val, y_val = data
+
+  def step(params, opt_state, batch_stats, masks, idx):
+    def loss_fn(params):
+      logits, _ = model.apply({"params": params, "batch_stats": batch_stats}, x_train[idx], *masks, train=True,
+                              mutable=["batch_stats"])
+      return optax.softmax_cross_entropy_with_integer_labels(logits, y_train[idx]).mean()
+
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  def finish(params, batch_stats, masks):
+    # BatchNorm statistics of the whole training split (exact, not a moving average); they are also
+    # the layer statistics an identity layer inserted after a layer needs.
+    _, state = model.clone(bn_momentum=0.0).apply({"params": params, "batch_stats": batch_stats}, x_train, *masks,
+                                                  train=True, mutable=["batch_stats", "intermediates"])
+    variables = {"params": params, "batch_stats": state["batch_stats"]}
+    stats = {name: (a.mean((0, 1, 2)), a.var((0, 1, 2))) for name, (a,) in state.get("intermediates", {}).items()}
+    logits = model.apply(variables, x_val, *masks)
+    return variables, stats, jnp.mean(jnp.argmax(logits, -1) == y_val)
+
+  return jax.jit(step), jax.jit(finish), jax.jit(lambda variables, masks, x: model.apply(variables, x, *masks))
+
+
 class Trainer:
-  """Trains a plain network for `steps` Adam steps on mini-batches of `batch_size` from its (inherited)
+  """Trains a network for `steps` Adam steps on mini-batches of `batch_size` from its (inherited)
   weights, calibrates its BatchNorm on the whole training split and scores it on the validation split.
-  Everything runs in the `Envelope`, compiled once for every architecture (a compile per new shape
-  would cost more than the training of these small nets; `fullbatch.fit` compiles per call)."""
+  Plain networks run in the `Envelope`, compiled once for every architecture (a compile per new shape
+  would cost more than the training of these small nets; `fullbatch.fit` compiles per call); a
+  DenseNet's concatenated widths have no such envelope here, so each DenseNet compiles its own step.
+  The steps are a Python loop over one jitted step: XLA's CPU backend runs these convolutions about
+  10x slower inside a rolled `lax.scan` loop (measured)."""
 
   def __init__(self, space: Space, num_blocks: int, data, num_classes: int, *, steps: int,
                batch_size: int, learning_rate: float):
     self.envelope = Envelope(space, num_blocks, num_classes)
-    x_train, y_train, x_val, y_val = map(jnp.asarray, data)
-    env, tx = self.envelope, optax.adam(learning_rate)
+    self.num_classes, self.steps, self.batch_size = num_classes, steps, batch_size
+    self.data = tuple(map(jnp.asarray, data))
+    self.tx = optax.adam(learning_rate)
+    self._init = jax.jit(self.tx.init)
+    self._fns = functools.lru_cache(maxsize=8)(lambda model: _train_fns(model, self.data, self.tx))
 
-    def train(variables, active, channels, taps, key):
-      def loss_fn(params, idx):
-        logits, _ = env.apply({"params": params, "batch_stats": variables["batch_stats"]}, x_train[idx],
-                              active, channels, taps, train=True, mutable=["batch_stats"])
-        return optax.softmax_cross_entropy_with_integer_labels(logits, y_train[idx]).mean()
+  def _model(self, arch: net2net.Arch, variables):
+    """(the model to train in, its variables, its masks) for `arch`."""
+    if arch.kind == "plain":
+      return self.envelope, self.envelope.embed(arch, variables), self.envelope.masks(arch)
+    return net2net.Net(arch, self.num_classes), variables, ()
 
-      def step(carry, key):
-        params, opt_state = carry
-        loss, grads = jax.value_and_grad(loss_fn)(params, jax.random.randint(key, (batch_size,), 0, len(y_train)))
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), loss
-
-      params = variables["params"]
-      (params, _), losses = jax.lax.scan(step, (params, tx.init(params)), jax.random.split(key, steps))
-      # BatchNorm statistics of the whole training split (exact, not a moving average); they are also
-      # the layer statistics an identity layer inserted after a layer needs.
-      _, state = env.clone(bn_momentum=0.0).apply({"params": params, "batch_stats": variables["batch_stats"]},
-                                                  x_train, active, channels, taps, train=True,
-                                                  mutable=["batch_stats", "intermediates"])
-      variables = {"params": params, "batch_stats": state["batch_stats"]}
-      stats = {name: (a.mean((0, 1, 2)), a.var((0, 1, 2))) for name, (a,) in state["intermediates"].items()}
-      logits = env.apply(variables, x_val, active, channels, taps)
-      return variables, stats, jnp.mean(jnp.argmax(logits, -1) == y_val), losses[-1]
-
-    self._train = jax.jit(train)
-    self._logits = jax.jit(lambda variables, masks, x: env.apply(variables, x, *masks))
+  def logits(self, arch: net2net.Arch, variables, x) -> np.ndarray:
+    """The network's evaluation-mode logits on x."""
+    model, variables, masks = self._model(arch, variables)
+    return np.asarray(self._fns(model)[2](variables, masks, x))
 
   def score(self, candidate: Candidate, x, y) -> float:
     """The accuracy of a trained network on (x, y) (e.g. the test split)."""
-    logits = self._logits(self.envelope.embed(candidate.arch, candidate.variables),
-                          self.envelope.masks(candidate.arch), x)
-    return float(np.mean(np.argmax(np.asarray(logits), -1) == np.asarray(y)))
+    return float(np.mean(np.argmax(self.logits(candidate.arch, candidate.variables, x), -1) == np.asarray(y)))
 
-  def __call__(self, arch: net2net.Arch, variables, key: jax.Array) -> Candidate:
-    if arch.kind != "plain":
-      raise UserError(f"the search trains plain networks; got a {arch.kind} one ({arch.describe()})")
-    env = self.envelope
-    out, stats, acc, loss = self._train(env.embed(arch, variables), *env.masks(arch), key)
+  def __call__(self, arch: net2net.Arch, variables, seed: int) -> Candidate:
+    """The network trained on the mini-batches drawn with `seed`: the search trains every network on
+    the same ones (common random numbers), so accuracies differ by architecture, not batch order."""
+    model, embedded, masks = self._model(arch, variables)
+    step, finish, _ = self._fns(model)
+    params, opt_state, loss = embedded["params"], self._init(embedded["params"]), 0.0
+    num_train = len(self.data[1])
+    for idx in np.random.default_rng(seed).integers(0, num_train, (self.steps, self.batch_size)):
+      params, opt_state, loss = step(params, opt_state, embedded["batch_stats"], masks, idx)
     if not np.isfinite(float(loss)):
       raise UserError(f"training {arch.describe()} diverged (loss {float(loss)}); lower the learning rate")
-    stats = {(b, i): (np.asarray(stats[f"out{b}_{i}"][0][:w]), np.asarray(stats[f"out{b}_{i}"][1][:w]))
+    out, stats, acc = jax.tree.map(np.asarray, finish(params, embedded["batch_stats"], masks))
+    if arch.kind == "dense":  # a new dense layer needs no statistics (its consumers get zero weights)
+      return Candidate(arch, out, {}, float(acc))
+    stats = {(b, i): (stats[f"out{b}_{i}"][0][:w], stats[f"out{b}_{i}"][1][:w])
              for b, block in enumerate(arch.blocks) for i, (w, _) in enumerate(block)}
-    return Candidate(arch, env.extract(arch, jax.tree.map(np.asarray, out)), stats, float(acc))
+    return Candidate(arch, self.envelope.extract(arch, out), stats, float(acc))
 
 
 def _deeper_stats(stats, block: int, after: int):
@@ -363,14 +385,15 @@ class Search:
 
   def __init__(self, space: Space, trainer: Trainer, start: Candidate, *, policy: str, num_samples: int,
                wider_actions: int, deeper_actions: int, learning_rate: float, entropy_penalty: float = 1e-5,
-               baseline_decay: float = 0.95, seed: int = 0, writer: Optional[MetricWriter] = None,
-               prefix: str = ""):
+               baseline_decay: float = 0.95, wider_noise: float = 1e-2, seed: int = 0,
+               writer: Optional[MetricWriter] = None, prefix: str = ""):
     if policy not in ("controller", "random"):
       raise UserError(f"unknown search policy '{policy}' (controller, random)")
-    self.space, self.trainer, self.best, self.policy = space, trainer, start, policy
+    self.space, self.trainer, self.start, self.best, self.policy = space, trainer, start, start, policy
+    self.wider_noise = wider_noise
     self.num_samples, self.wider_actions, self.deeper_actions = num_samples, wider_actions, deeper_actions
     self.writer, self.prefix = writer, prefix
-    self.key = jax.random.key(seed)
+    self.seed, self.key = seed, jax.random.key(seed)
     self.rng = np.random.default_rng(seed)
     self.baseline = MovingBaseline(baseline_decay)
     if policy == "controller":
@@ -401,24 +424,25 @@ class Search:
                 deeper=deeper), where
 
   def sample(self) -> Tuple[net2net.Arch, Any, List[Dict[str, np.ndarray]]]:
-    """One transformed network from the current best and the actions that made it."""
-    arch, variables, stats = self.best.arch, self.best.variables, self.best.stats
+    """One transformed network from the start net and the actions that made it."""
+    arch, variables, stats = self.start.arch, self.start.variables, self.start.stats
     actions = []
     for _ in range(self.deeper_actions):
       if all(len(block) >= self.space.max_layers for block in arch.blocks):
         break  # every block is full
       action, _ = self._decide(arch)
       block, after, k = (int(d) for d in action["deeper"])
-      arch, variables = net2net.deepen(arch, variables, block, after, self.space.kernels[k], self._next_key(),
-                                       stats=stats[(block, after)])
-      stats = _deeper_stats(stats, block, after)
+      arch, variables = net2net.deepen(arch, variables, block, after, self.space.kernels[k], self.rng,
+                                       stats=stats.get((block, after)))
+      stats = _deeper_stats(stats, block, after) if stats else stats
       actions.append({**action, "is_wider": False})
     for _ in range(self.wider_actions):
       action, where = self._decide(arch)
       for (b, i), widen in zip(where, action["wider"]):
         if widen:
           new_width = self.space.next_width(arch.blocks[b][i][0])
-          arch, variables = net2net.widen(arch, variables, int(b), int(i), new_width, self._next_key())
+          arch, variables = net2net.widen(arch, variables, int(b), int(i), new_width, self.rng,
+                                          noise=self.wider_noise)
       actions.append({**action, "is_wider": True})
     return arch, variables, actions
 
@@ -426,7 +450,7 @@ class Search:
     children, actions, owner = [], [], []
     for m in range(self.num_samples):
       arch, variables, acts = self.sample()
-      children.append(self.trainer(arch, variables, self._next_key()))
+      children.append(self.trainer(arch, variables, self.seed))
       actions += acts
       owner += [m] * len(acts)
     accs = np.array([c.accuracy for c in children])

@@ -167,23 +167,22 @@ def _map_inputs(v, consumer: str, pre_bn: Optional[str], index: np.ndarray, scal
       v[col][pre_bn] = {**v[col][pre_bn], name: value}
 
 
-def widen(arch: Arch, variables, block: int, layer: int, width: int, key: jax.Array, *,
+def widen(arch: Arch, variables, block: int, layer: int, width: int, rng: np.random.Generator, *,
           noise: float = 0.0) -> Tuple[Arch, Any]:
   """Net2Wider: layer `layer` of block `block` to `width` output channels (the growth rate of a dense
-  layer); returns the new (arch, variables) computing the same function (up to `noise`)."""
+  layer); returns the new (arch, variables) computing the same function (up to `noise`). The random
+  choices are numpy's (`rng`): jax ops of a new shape on every call would each compile."""
   _check_layer(arch, block, layer)
   old, kernel_size = arch.blocks[block][layer]
   if width < old:
     raise UserError(f"Net2Wider cannot shrink layer {block}.{layer} from {old} to {width} channels")
-  key_map, key_noise = jax.random.split(key)
-  g = np.concatenate([np.arange(old), np.asarray(jax.random.randint(key_map, (width - old,), 0, old))])
+  g = np.concatenate([np.arange(old), rng.integers(0, old, width - old)])
   counts = np.bincount(g, minlength=old).astype(np.float32)
   v = _np(variables)
   name = f"conv{block}_{layer}"
   kernel = v["params"][name]["kernel"][..., g]
   if noise and width > old:
-    kernel[..., old:] += noise * np.std(kernel) * np.asarray(
-        jax.random.normal(key_noise, kernel[..., old:].shape))
+    kernel[..., old:] += noise * np.std(kernel) * rng.standard_normal(kernel[..., old:].shape)
   v["params"][name] = {"kernel": kernel}
   if arch.kind == "plain":  # the layer's own post-conv BN follows its channels
     bn = f"bn{block}_{layer}"
@@ -215,7 +214,7 @@ def _shift_names(v, block: int, first: int, count: int, prefixes=("conv", "bn"))
           v[col][f"{prefix}{block}_{i + 1}"] = v[col].pop(f"{prefix}{block}_{i}")
 
 
-def deepen(arch: Arch, variables, block: int, after: int, kernel: int, key: jax.Array, *,
+def deepen(arch: Arch, variables, block: int, after: int, kernel: int, rng: np.random.Generator, *,
            stats: Optional[Tuple[np.ndarray, np.ndarray]] = None, width: Optional[int] = None,
            noise: float = 0.0) -> Tuple[Arch, Any]:
   """Net2Deeper: a new layer with a `kernel` x `kernel` conv right after layer `after` of `block`.
@@ -234,7 +233,7 @@ def deepen(arch: Arch, variables, block: int, after: int, kernel: int, key: jax.
     eye = np.zeros((kernel, kernel, w, w), np.float32)
     eye[kernel // 2, kernel // 2] = np.eye(w, dtype=np.float32)
     if noise:
-      eye += noise * np.asarray(jax.random.normal(key, eye.shape))
+      eye += noise * rng.standard_normal(eye.shape)
     mean, var = stats if stats is not None else (np.zeros(w, np.float32), np.full(w, 1.0 - BN_EPS, np.float32))
     v["params"][new] = {"kernel": eye}
     v["params"][f"bn{block}_{after + 1}"] = {"scale": np.sqrt(np.asarray(var) + BN_EPS), "bias": np.asarray(mean)}
@@ -246,7 +245,7 @@ def deepen(arch: Arch, variables, block: int, after: int, kernel: int, key: jax.
   layout = dict((c, lay) for c, _, lay in _consumers(new_arch))[new]
   c_in = sum(n for _, n in layout)
   he = np.sqrt(2.0 / (kernel * kernel * c_in))
-  v["params"][new] = {"kernel": he * np.asarray(jax.random.normal(key, (kernel, kernel, c_in, w)))}
+  v["params"][new] = {"kernel": (he * rng.standard_normal((kernel, kernel, c_in, w))).astype(np.float32)}
   v["params"][f"bn{block}_{after + 1}"] = {"scale": np.ones(c_in, np.float32), "bias": np.zeros(c_in, np.float32)}
   v["batch_stats"][f"bn{block}_{after + 1}"] = {"mean": np.zeros(c_in, np.float32),
                                                 "var": np.ones(c_in, np.float32)}
