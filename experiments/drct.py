@@ -42,7 +42,7 @@ paper); training data DF2K (DIV2K + Flickr2K HR images, `data=dir:PATH`), evalua
 BSD100, Urban100 and Manga109 HR directories (`eval_dirs`), their LR by bicubic downscale, PSNR / SSIM
 on Y with a 4-pixel border crop every 5,000 iterations, checkpoints as often (the official `val_freq` and
 `save_checkpoint_freq`). The loaders are directory readers (`inception_zoo.train.sr.load_image_dir`,
-which holds the decoded images in memory as float32: DF2K's 3,450 images need about 120 GB); the full
+which holds the decoded images in memory as uint8: DF2K's 3,450 images need about 30 GB); the full
 setting runs through the same trainer when the directories exist.
 """
 import os
@@ -92,7 +92,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def load_data(config) -> tuple:
-  """(train images, {eval set: [HR images]}), float32 in [0, 1]."""
+  """(train images, {eval set: [HR images]}): float32 in [0, 1] or uint8 (`sr.to_unit`)."""
   if config.data == "sample_images":
     from sklearn.datasets import load_sample_images
     china, flower = (np.asarray(p, np.float32) / 255.0 for p in load_sample_images().images)
@@ -130,7 +130,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
   first = next(iter(eval_sets))
   # One row per evaluated step (a resumed run may have logged a step twice: the later row counts).
   curve = {r["step"]: r for r in read_metrics(workdir) if f"{first}/psnr_y" in r}
-  hr = jnp.asarray(sr.mod_crop(eval_sets[first][0], config.scale))[None]
+  hr = jnp.asarray(sr.to_unit(sr.mod_crop(eval_sets[first][0], config.scale)))[None]
   lr, bicubic = sr.bicubic_pair(hr, config.scale)
   ours = jax.jit(lambda params, lr: model.apply({"params": params}, lr)[0])(eval_params(state, config), lr)
   plot(workdir, [{"step": step, "psnr_y": r[f"{first}/psnr_y"],

@@ -142,8 +142,16 @@ def test_load_image_dir_mod_crops_generated_pngs(tmp_path):
   (tmp_path / "notes.txt").write_text("not an image")
   images = sr.load_image_dir(str(tmp_path), 4)
   assert list(images) == ["a.png", "b.png"]
-  np.testing.assert_array_equal(images["a.png"], pixels["a.png"][:16, :8] / np.float32(255))
+  np.testing.assert_array_equal(images["a.png"], pixels["a.png"][:16, :8])  # uint8, as on disk
   assert images["b.png"].shape == (12, 16, 3)
+  # uint8 images give the same patches and scores as their float32 copies.
+  as_float = [sr.to_unit(im) for im in images.values()]
+  np.testing.assert_array_equal(sr.sample_patches(np.random.default_rng(1), list(images.values()), 8, 6),
+                                sr.sample_patches(np.random.default_rng(1), as_float, 8, 6))
+  big = rng.integers(0, 256, size=(40, 36, 3), dtype=np.uint8)
+  upscale = lambda params, lr: sr.bicubic_resize(lr, (lr.shape[1] * 2, lr.shape[2] * 2))  # noqa: E731
+  scores = sr.evaluate(upscale, None, [big], 2)
+  assert scores == sr.evaluate(upscale, None, [sr.to_unit(big)], 2) and np.isfinite(scores["ssim_y"])
   (tmp_path / "empty").mkdir()
   with pytest.raises(UserError, match=r"no images \(.png"):
     sr.load_image_dir(str(tmp_path / "empty"), 4)

@@ -109,9 +109,15 @@ def mod_crop(image: np.ndarray, scale: int) -> np.ndarray:
   return image[:h - h % scale, :w - w % scale]
 
 
+def to_unit(image: np.ndarray) -> np.ndarray:
+  """uint8 pixels -> float32 in [0, 1]; float images pass through."""
+  return image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else image
+
+
 def load_image_dir(path: str, scale: int) -> Dict[str, np.ndarray]:
   """HR images of a benchmark directory (Set5, Set14, BSD100, Urban100, Manga109, DF2K_HR...):
-  {file name: float32 (H, W, 3) in [0, 1], mod-cropped to `scale`}, in sorted name order."""
+  {file name: uint8 (H, W, 3), mod-cropped to `scale`}, in sorted name order. They stay uint8 (a
+  quarter of float32's memory: DF2K in ~30 GB); patches and evaluation convert with `to_unit`."""
   from PIL import Image
   if not os.path.isdir(path):
     raise UserError(f"image directory {path} does not exist")
@@ -121,14 +127,15 @@ def load_image_dir(path: str, scale: int) -> Dict[str, np.ndarray]:
   out = {}
   for name in names:
     with Image.open(os.path.join(path, name)) as im:
-      out[name] = mod_crop(np.asarray(im.convert("RGB"), np.float32) / 255.0, scale)
+      out[name] = mod_crop(np.asarray(im.convert("RGB")), scale)
   return out
 
 
 def sample_patches(rng: np.random.Generator, images: Sequence[np.ndarray], hr_size: int,
                    batch_size: int) -> np.ndarray:
   """`batch_size` random `hr_size` crops of random images (each at least that large), each under one
-  of the 8 symmetries of the square (flip H, flip W, transpose: BasicSR's hflip + rot), on the host."""
+  of the 8 symmetries of the square (flip H, flip W, transpose: BasicSR's hflip + rot), on the host,
+  float32 in [0, 1] (`to_unit`)."""
   out = np.empty((batch_size, hr_size, hr_size, images[0].shape[-1]), np.float32)
   for b in range(batch_size):
     image = images[rng.integers(len(images))]
@@ -137,7 +144,7 @@ def sample_patches(rng: np.random.Generator, images: Sequence[np.ndarray], hr_si
     flip_h, flip_w, transpose = rng.integers(2, size=3)
     patch = patch[::-1] if flip_h else patch
     patch = patch[:, ::-1] if flip_w else patch
-    out[b] = np.swapaxes(patch, 0, 1) if transpose else patch
+    out[b] = to_unit(np.swapaxes(patch, 0, 1) if transpose else patch)
   return out
 
 
@@ -180,7 +187,7 @@ def evaluate(apply: Callable, params, hr_images: Sequence[np.ndarray], scale: in
   averaged over images."""
   rows = []
   for hr in hr_images:
-    hr = jnp.asarray(mod_crop(hr, scale))[None]
+    hr = jnp.asarray(to_unit(mod_crop(hr, scale)))[None]
     lr, bicubic = bicubic_pair(hr, scale)
     rows.append({**score(apply(params, lr), hr, scale),
                  **{f"bicubic_{k}": v for k, v in score(bicubic, hr, scale).items()}})
