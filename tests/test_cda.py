@@ -155,7 +155,7 @@ def test_full_pipeline_recovers_in_batches_resumes_and_trains_the_student(tmp_pa
   variables = teacher.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)), train=False)
   ckpt.save_weights(str(tmp_path / "teacher"), jax.device_get(dict(variables)), {"source": "random:0"})
   config = _full_config(tmp_path)
-  assert sre2l.num_batches(config) == 2
+  assert sre2l.num_batches(config.ipc, config.num_classes, config.recover_batch_size) == 2
   # The official order: blocks of classes inside, image number outside; a last block may be short.
   np.testing.assert_array_equal(sre2l.batch_labels(1, 10, 5), [5, 6, 7, 8, 9])
   np.testing.assert_array_equal(sre2l.batch_labels(5, 10, 4), [8, 9])

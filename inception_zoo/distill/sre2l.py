@@ -30,7 +30,6 @@ distilled from (named in the directory's manifest), so `input.eval_split="valida
 import json
 import logging
 import os
-import types
 from typing import Any, Dict
 
 import jax
@@ -87,18 +86,16 @@ def _manifest(config: ml_collections.ConfigDict) -> Dict[str, Any]:
           "teacher_weights": config.init_from}
 
 
-def num_batches(config: ml_collections.ConfigDict) -> int:
-  return config.ipc * -(-config.num_classes // config.recover_batch_size)
+def num_batches(ipc: int, num_classes: int, batch_size: int) -> int:
+  """Batch files of a set of `ipc` images per class recovered `batch_size` classes at a time."""
+  return ipc * -(-num_classes // batch_size)
 
 
 def _teacher(config: ml_collections.ConfigDict, image_shape):
   """(model, variables) of the squeezed teacher, loaded by the distillation trainer's loader."""
   cfg = student_config(config)
   model = distill.teacher_models(cfg, config.num_classes)["teacher"]
-  # load_teachers reads a run's Setup; these three fields are all it uses.
-  setup = types.SimpleNamespace(config=cfg, model=types.SimpleNamespace(num_classes=config.num_classes),
-                                image_shape=image_shape)
-  return model, distill.load_teachers(setup)["teacher"]
+  return model, distill.teacher_weights(cfg, config.num_classes, image_shape)["teacher"]
 
 
 def recover_to_dir(config: ml_collections.ConfigDict, directory: str,
@@ -121,10 +118,11 @@ def recover_to_dir(config: ml_collections.ConfigDict, directory: str,
     os.replace(path + ".partial", path)
   size, mean, std = config.image_size, np.float32(config.pixel_mean), np.float32(config.pixel_std)
   image_shape = (size, size, len(mean))
-  todo = [k for k in range(num_batches(config)) if not os.path.exists(batch_path(directory, k))]
-  done = num_batches(config) - len(todo)
+  total = num_batches(config.ipc, config.num_classes, config.recover_batch_size)
+  todo = [k for k in range(total) if not os.path.exists(batch_path(directory, k))]
+  done = total - len(todo)
   if done:
-    logging.info("%s: %d of %d batches already recovered, skipped", directory, done, num_batches(config))
+    logging.info("%s: %d of %d batches already recovered, skipped", directory, done, total)
   if todo:
     model, variables = _teacher(config, image_shape)
   key = jax.random.key(config.seed)
@@ -138,7 +136,7 @@ def recover_to_dir(config: ml_collections.ConfigDict, directory: str,
         # the valid pixels [0, 1] in the teacher's normalised input, per channel (official `clip`)
         value_range=(-mean / std, (1 - mean) / std), writer=writer, log_every=config.log_every)[0]
     _write_atomic(batch_path(directory, k), image=to_uint8(images, mean, std), label=np.asarray(labels))
-    logging.info("recovered batch %d of %d", k + 1, num_batches(config))
+    logging.info("recovered batch %d of %d", k + 1, total)
   return {"recovered": len(todo), "skipped": done}
 
 
@@ -151,7 +149,7 @@ def recovered_dataset(split: str, data_dir: str | None = None) -> datasets.Datas
     manifest = json.load(f)
   if split != "train":
     return datasets.get_dataset(manifest["data"], split, manifest.get("data_dir"))
-  n = manifest["ipc"] * -(-manifest["num_classes"] // manifest["batch_size"])
+  n = num_batches(manifest["ipc"], manifest["num_classes"], manifest["batch_size"])
   missing = [k for k in range(n) if not os.path.exists(batch_path(data_dir, k))]
   if missing:
     raise UserError(f"{data_dir} holds {n - len(missing)} of {n} recovered batches (batch {missing[0]} "

@@ -86,22 +86,27 @@ def teacher_models(config: ml_collections.ConfigDict, num_classes: int) -> Dict[
 
 
 def load_teachers(setup: "classification.Setup") -> Dict[str, Any]:
+  """The `Task.frozen` of a run's Setup: `teacher_weights` for its config, classes and image shape."""
+  return teacher_weights(setup.config, setup.model.num_classes, setup.image_shape)
+
+
+def teacher_weights(config: ml_collections.ConfigDict, num_classes: int, image_shape) -> Dict[str, Any]:
   """{teacher name: {'params', 'batch_stats'}} as host arrays, every leaf checked against the teacher
   model (a teacher's classifier is never reset: its outputs are the target)."""
   out = {}
-  for name, model in teacher_models(setup.config, setup.model.num_classes).items():
-    weights = setup.config.teachers[name].weights
+  for name, model in teacher_models(config, num_classes).items():
+    weights = config.teachers[name].weights
     if not weights:
       raise UserError(f"config.teachers.{name}.weights is empty (a directory from "
                       f"`python -m inception_zoo.convert --timm NAME` or a run's workdir)")
     loaded, _ = ckpt.load_weights(weights)
     init = functools.partial(model.init, train=False)
-    shapes = jax.eval_shape(init, jax.random.key(0), jnp.zeros((1, *setup.image_shape)))
+    shapes = jax.eval_shape(init, jax.random.key(0), jnp.zeros((1, *image_shape)))
     shapes = {"params": shapes["params"], "batch_stats": shapes.get("batch_stats", {})}
     try:
       out[name], _ = ckpt.merge_weights(shapes, loaded, head="")
     except UserError as e:
-      raise UserError(f"teacher {name} ({setup.config.teachers[name].model_name}, {weights}): {e}")
+      raise UserError(f"teacher {name} ({config.teachers[name].model_name}, {weights}): {e}")
   return out
 
 
