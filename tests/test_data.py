@@ -134,3 +134,26 @@ def test_tfds_imagenet_loader_on_mock_data():
   assert set(batch) == {"image", "label"}  # not ImageNet's 'file_name' strings, which no device holds
   assert batch["image"].shape == (8, 75, 75, 3) and batch["image"].dtype == np.float32
   assert batch["label"].shape == (8,) and batch["label"].max() < 1000
+
+
+def test_image_folder_reads_classes_of_every_split_and_decodes(tmp_path):
+  from PIL import Image
+  rng = np.random.default_rng(0)
+  pixels = {}
+  for split, classes in (("imagenet21k_train", ("n01", "n02", "n03")), ("imagenet21k_val", ("n01", "n03"))):
+    for c in classes:
+      (tmp_path / split / c).mkdir(parents=True)
+      for k in range(2):
+        pixels[split, c, k] = rng.integers(0, 256, (6, 5, 3), dtype=np.uint8)
+        Image.fromarray(pixels[split, c, k]).save(tmp_path / split / c / f"{k}.png")
+  (tmp_path / "imagenet21k_train" / "n01" / "notes.txt").write_text("not an image")
+  val = datasets.get_dataset("folder", "imagenet21k_val", str(tmp_path))
+  assert val.num_classes == 3 and len(val) == 4  # n03 keeps label 2 though val has no n02
+  assert [val.source[i]["label"] for i in range(4)] == [0, 0, 2, 2]
+  decoded = pp.build("decode")(val.source[3], None)["image"]
+  np.testing.assert_array_equal(decoded, pixels["imagenet21k_val", "n03", 1])  # PNG: lossless
+  assert len(datasets.get_dataset("folder", "imagenet21k_train", str(tmp_path))) == 6
+  with pytest.raises(UserError, match="no directory"):
+    datasets.get_dataset("folder", "validation", str(tmp_path))
+  with pytest.raises(UserError, match="data_dir"):
+    datasets.get_dataset("folder", "train", None)

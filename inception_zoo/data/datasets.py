@@ -4,11 +4,15 @@
   split once into 1,437 train / 360 test images, stratified with a fixed seed.
 - `tfds:<name>` (e.g. `tfds:imagenet2012`): a prepared TensorFlow Datasets dataset read with
   `tfds.data_source` (ArrayRecord, random access, no TensorFlow needed).
+- `folder`: image files in `data_dir/<split>/<class>/` (torchvision's ImageFolder layout, e.g.
+  ImageNet-21K-P's `imagenet21k_train/<wnid>/*.JPEG`); classes are the sorted class directories of all
+  splits, the images stay encoded until the `decode` pp op.
 
 A source has `len()` and `[i] -> {"image": HWC uint8, "label": int}`.
 """
 import dataclasses
 import functools
+import os
 from typing import Any, Callable, Dict, Optional
 
 import numpy as np
@@ -91,7 +95,46 @@ def tfds_source(name: str, split: str, data_dir: Optional[str] = None) -> Datase
   return Dataset(ImageLabelSource(source), num_classes)
 
 
-_DATASETS: Dict[str, Callable[..., Dataset]] = {"digits": digits}
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+class FolderSource:
+  """Encoded image files and their labels, read on access."""
+
+  def __init__(self, files, labels):
+    self.files, self.labels = files, labels
+
+  def __len__(self):
+    return len(self.files)
+
+  def __getitem__(self, i):
+    with open(self.files[i], "rb") as f:
+      return {"image": f.read(), "label": self.labels[i]}
+
+
+def image_folder(split: str, data_dir: Optional[str] = None) -> Dataset:
+  root = os.path.join(data_dir or "", split)
+  if not data_dir or not os.path.isdir(root):
+    raise UserError(f"dataset 'folder' reads data_dir/<split>/<class>/<image>; no directory {root!r} "
+                    f"(set input.data_dir / --config.data_dir)")
+  # Classes of every split under data_dir, so that a split missing a class keeps the others' labels.
+  splits = [d.path for d in os.scandir(data_dir) if d.is_dir()]
+  classes = sorted({d.name for s in splits for d in os.scandir(s) if d.is_dir()})
+  files, labels = [], []
+  for label, name in enumerate(classes):
+    if not os.path.isdir(os.path.join(root, name)):
+      continue
+    found = sorted(e.path for e in os.scandir(os.path.join(root, name))
+                   if e.is_file() and e.name.lower().endswith(IMAGE_SUFFIXES))
+    files += found
+    labels += [label] * len(found)
+  if not files:
+    raise UserError(f"dataset 'folder': no images ({', '.join(IMAGE_SUFFIXES)}) in class directories "
+                    f"of {root!r}")
+  return Dataset(FolderSource(files, labels), len(classes))
+
+
+_DATASETS: Dict[str, Callable[..., Dataset]] = {"digits": digits, "folder": image_folder}
 
 
 def register_dataset(name: str, fn: Callable[[str, Optional[str]], Dataset]):
