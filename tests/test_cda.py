@@ -108,6 +108,24 @@ def test_random_box_is_inside_the_image_and_whole_at_scale_one():
   np.testing.assert_array_equal(whole, np.tile([0, 0, 16, 16], (200, 1)))
 
 
+def test_each_student_is_independent_of_the_others_and_hard_labels_change_only_the_loss():
+  model = dataset.BNConvNet(3, (4, 4))
+  sets = jnp.asarray(np.random.default_rng(0).normal(size=(2, 6, 8, 8, 1)), jnp.float32)
+  labels = jnp.repeat(jnp.arange(3), 2)
+  teacher = model.init(jax.random.key(1), sets[0], train=False)
+  train = lambda images, hard: dataset.train_students(
+      model, model, teacher, images, jax.random.key(2), num_steps=3, learning_rate=1e-2,
+      weight_decay=0.0, temperature=3.0, hard_labels=hard)
+  both = train(sets, [None, labels])
+  alone = train(sets[:1], None)  # run 0 alone: the same student as beside a hard-label run
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a[0], b[0], rtol=1e-5, atol=1e-6), both, alone)
+  soft = train(sets, None)  # run 1 on the teacher's soft labels: same init and views, other student
+  head = lambda v: np.asarray(v["params"]["head"]["kernel"][1])
+  assert not np.allclose(head(both), head(soft), atol=1e-4)
+  np.testing.assert_allclose(soft["params"]["head"]["kernel"][0], both["params"]["head"]["kernel"][0],
+                             rtol=1e-5, atol=1e-6)
+
+
 def test_get_config_names_its_settings():
   assert cda.get_config("runlocal").data == "digits"
   assert cda.get_config(None).ipc == 50 and cda.get_config("i21k").ipc == 20
@@ -118,16 +136,16 @@ def test_get_config_names_its_settings():
 @pytest.mark.slow
 def test_cda_digits_claim(tmp_path):
   # Yin & Shen, Tables 1-3 at digits scale: CDA's curriculum recovers a better IPC-10 set than SRe2L's
-  # fixed crop scale. Run at half of runlocal's recovery and student steps (100 + 100, 3 seeds) for CI
-  # time: 109 s of CPU instead of ~165. Measured at this size (360 held-out digits; one image = 0.003):
-  # teacher 0.981, CDA 0.894 (0.897 / 0.869 / 0.917), SRe2L 0.850 (0.833 / 0.900 / 0.817), random real
-  # 0.966 (reported, not asserted). The full runlocal (200 + 200): CDA 0.941, SRe2L 0.909; with 2 seeds
-  # at 200 + 200 the gap shrank to 0.001, so 3 seeds are kept.
-  r = cda.main(["--config=runlocal", f"--workdir={tmp_path}", "--config.recover_steps=100",
-                "--config.student_steps=100"])
+  # fixed crop scale, and both teach more than random real images on their own labels. The runlocal
+  # setting, measured (360 held-out digits, 3 seeds; one image = 0.003): teacher 0.981, CDA 0.955
+  # (0.964 / 0.950 / 0.950), SRe2L 0.936 (0.933 / 0.942 / 0.933), random real 0.856 (0.878 / 0.853 /
+  # 0.839); random real relabelled by the teacher 0.973 (reported: it beats the distilled sets here).
+  r = cda.main(["--config=runlocal", f"--workdir={tmp_path}"])
   assert r["teacher/accuracy"] > 0.95
   assert min(r["sre2l/teacher_accuracy_on_set"], r["cda/teacher_accuracy_on_set"]) >= 0.98  # recovered
-  assert r["cda/accuracy"] >= r["sre2l/accuracy"] + 0.01, r  # measured +0.044
+  assert r["cda/accuracy"] > r["sre2l/accuracy"] + 0.005, r  # measured +0.019
+  assert r["sre2l/accuracy"] >= r["random_real/accuracy"] + 0.04, r  # measured +0.080
+  assert r["random_real_relabel/accuracy"] > r["random_real/accuracy"], r  # the teacher's soft labels
   assert min(r[f"{m}/accuracy"] for m in cda.METHODS) > 0.80, r  # every student learned from 100 images
   assert (tmp_path / "cda_digits.png").exists()
 
@@ -200,3 +218,22 @@ def test_full_pipeline_recovers_in_batches_resumes_and_trains_the_student(tmp_pa
       np.testing.assert_array_equal(a["label"], b["label"])
     with pytest.raises(UserError, match="another recover_steps"):
       sre2l.recover_to_dir(_full_config(tmp_path, recover_steps=4), str(directory))
+
+
+def test_i21k_setting_reads_its_image_folder(tmp_path):
+  # ImageNet-21K-P's layout at toy size: the toy pipeline above with the i21k setting's data fields.
+  from PIL import Image
+  teacher = create_model("resnet20", num_classes=10, depth=8, widths=(4, 8, 8))
+  variables = teacher.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)), train=False)
+  ckpt.save_weights(str(tmp_path / "teacher"), jax.device_get(dict(variables)), {"source": "random:0"})
+  i21k = cda.get_config("i21k")
+  root = tmp_path / "imagenet21k_resized"
+  for c in range(10):
+    for split in ("imagenet21k_train", i21k.student.input.eval_split):
+      (root / split / f"n{c:08d}").mkdir(parents=True)
+      Image.fromarray(np.full((20, 20, 3), 25 * c, np.uint8)).save(root / split / f"n{c:08d}" / "0.png")
+  config = _full_config(tmp_path, data=i21k.data, data_dir=str(root))
+  config.student.input.eval_split = i21k.student.input.eval_split
+  result = cda.run(config, str(tmp_path / "run"))
+  assert result["recover/recovered"] == 2 and 0.0 <= result["eval/top1"] <= 1.0
+  assert len(sre2l.recovered_dataset(i21k.student.input.eval_split, str(tmp_path / "run" / "recovered"))) == 10

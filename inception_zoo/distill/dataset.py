@@ -295,25 +295,35 @@ def soft_label_loss(student_logits, teacher_logits, temperature: float):
 def train_students(student: nn.Module, teacher: nn.Module, teacher_variables, images, key, *,
                    num_steps: int, learning_rate: float, weight_decay: float, temperature: float,
                    min_scale: float = 0.08, calibration_views: int = 8,
+                   hard_labels: Optional[Sequence[Optional[jax.Array]]] = None,
                    writer: Optional[MetricWriter] = None, log_every: int = 100) -> Dict[str, Any]:
   """One student per distilled set in `images` (runs, n, H, W, C), trained in one compiled loop on
   relabelled views only: each step is one epoch, every image in a fresh view with the teacher's soft
   label. AdamW with a cosine learning rate. Returns the students' stacked variables, their BatchNorm
-  statistics computed on `calibration_views` views of each image."""
-  keys = jax.random.split(key, len(images))
-  variables = jax.vmap(lambda k, x: student.init(k, x[:1], train=False))(keys, images)
+  statistics computed on `calibration_views` views of each image.
 
-  def one_run(params, batch_stats, x, k):
+  `hard_labels[r]`, where given, trains run r on those class labels by cross-entropy instead of the
+  teacher's soft labels (the dataset-distillation literature's random-real baseline), all else equal."""
+  # Each run's keys depend on its index only, not on how many runs share the loop.
+  per_run = lambda k: jax.vmap(lambda r: jax.random.fold_in(k, r))(jnp.arange(len(images)))
+  variables = jax.vmap(lambda k, x: student.init(k, x[:1], train=False))(
+      per_run(jax.random.fold_in(key, 2)), images)
+  hard_labels = hard_labels or [None] * len(images)
+
+  def one_run(params, batch_stats, x, k, y):
     views = relabel_views(k, x, min_scale)
     (logits, _), _ = student.apply({"params": params, "batch_stats": batch_stats}, views, train=True,
                                    mutable=["batch_stats"])
+    if y is not None:
+      return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
     return soft_label_loss(logits, relabel(teacher, teacher_variables, views), temperature)
 
   def loss_fn(params, k):
     # One copy of the student per run: vmapped weights make every convolution a grouped one and
     # lax.map a loop, both 5x slower per step on CPU than this unrolled sum (which compiles longer).
-    losses = jnp.stack([one_run(*jax.tree.map(lambda a: a[r], (params, variables["batch_stats"], images)), kr)
-                        for r, kr in enumerate(jax.random.split(k, len(images)))])
+    losses = jnp.stack([one_run(*jax.tree.map(lambda a: a[r], (params, variables["batch_stats"], images)),
+                                jax.random.fold_in(k, r),
+                                hard_labels[r]) for r in range(len(images))])
     return jnp.sum(losses), {"kl": jnp.mean(losses)}
 
   tx = optax.adamw(optax.cosine_decay_schedule(learning_rate, num_steps), weight_decay=weight_decay)
@@ -326,8 +336,7 @@ def train_students(student: nn.Module, teacher: nn.Module, teacher_variables, im
     views = views.reshape(-1, *x.shape[1:])
     return calibrate_batch_stats(student, {"params": params, "batch_stats": batch_stats}, views)
 
-  batch_stats = jax.vmap(calibrate)(params, variables["batch_stats"], images,
-                                    jax.random.split(jax.random.fold_in(key, 1), len(images)))
+  batch_stats = jax.vmap(calibrate)(params, variables["batch_stats"], images, per_run(jax.random.fold_in(key, 1)))
   return {"params": params, "batch_stats": batch_stats}
 
 
