@@ -247,3 +247,32 @@ def test_pretraining_helps_a_dense_probe(tmp_path):
   assert r["byol/miou"] > r["random/miou"] + 0.02, r
   assert r["pixpro/miou"] > r["random/miou"], r
   assert (tmp_path / "pixpro_probe.png").exists()
+
+
+def _neighbours(arr, dy: int, dx: int):
+  """(arr[:, y, x], arr[:, y + dy, x + dx]) over every (y, x) where both are inside."""
+  h, w = arr.shape[1:3]
+  y0, y1, x0, x1 = max(0, -dy), h - max(0, dy), max(0, -dx), w - max(0, dx)
+  return arr[:, y0:y1, x0:x1], arr[:, y0 + dy:y1 + dy, x0 + dx:x1 + dx]
+
+
+def test_textured_shapes_labels_name_the_texture_drawn():
+  photos = [np.full((80, 90, 3), 128, np.uint8)]
+  images, labels = experiment.textured_shapes(photos, 12, 48, np.random.default_rng(0))
+  assert images.shape == (12, 48, 48, 3) and images.dtype == np.uint8 and labels.max() <= 4
+  assert np.all(images[labels == 0] == 128)  # the photograph under the shapes
+  # Neighbours along a stripe have one colour: along rows, columns, anti-diagonals for labels 1, 2, 3;
+  # a checkerboard changes along rows too.
+  for label, (dy, dx), agree in ((1, (0, 1), True), (2, (1, 0), True), (3, (1, -1), True),
+                                 (4, (0, 1), False)):
+    (ia, ib), (la, lb) = _neighbours(images.astype(int), dy, dx), _neighbours(labels, dy, dx)
+    pairs = (la == label) & (lb == label)
+    equal = np.all(ia == ib, -1)[pairs].mean()
+    assert pairs.sum() > 50 and (equal > 0.95 if agree else equal < 0.9), (label, equal)
+
+
+def test_textured_setting_runs(tmp_path):
+  r = experiment.main(["--config=textured", f"--workdir={tmp_path}", "--config.total_steps=2",
+                       "--config.num_scenes=4", "--config.probe_scenes=2", "--config.probe_steps=2",
+                       "--config.methods=('pixpro',)"])
+  assert {"pixpro/miou", "random/miou"} <= set(r) and np.isfinite(r["pixpro/miou"])
