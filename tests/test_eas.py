@@ -221,19 +221,22 @@ def test_densenet_search_grows_function_preserving_networks_that_train():
 
 
 @pytest.mark.slow
-def test_search_by_transformation_grows_better_networks(tmp_path):
-  # Cai et al. 2018, Sec. 4: growing a network by function-preserving transformations, every sample
-  # inheriting its parent's weights, reaches far better networks than the start net. The paper's second
-  # claim, the controller beating random transformations, is NOT asserted: it does not reproduce robustly
-  # here (experiments/eas.py's docstring: won 3/3 seeds in one run, 0/3 after a change that only moved
-  # float roundoff). Seed 0 at 6 of runlocal's 12 steps (24 networks per policy) to save CI time.
-  # Measured: start net 0.686 val / 0.686 test (246 parameters); best controller 0.767 (test 0.731),
-  # random 0.764 (test 0.736).
-  r = eas_experiment.main(["--config=runlocal", f"--workdir={tmp_path}", "--config.seeds=(0,)",
-                           "--config.num_steps=6"])
+def test_search_by_transformation_grows_better_networks_and_the_controller_selects_better_ones(tmp_path):
+  # Cai et al. 2018, Sec. 4, the runlocal setting (3 seeds, 48 networks per search): (1) growing a
+  # network by function-preserving transformations, every sample inheriting its parent's weights,
+  # reaches far better networks than the start net; (2) the controller's search selects a better network
+  # than the same number of random transformations, judged on the held-out test digits (the validation
+  # maximum itself favours random search's more varied samples; experiments/eas.py). Measured: start net
+  # 0.686 val / 0.686 test (246 parameters); selected networks' test accuracy, controller vs random,
+  # 0.758 / 0.725, 0.753 / 0.731, 0.778 / 0.744 (8 of 9 seeds over seeds 0-8, mean +0.020).
+  r = eas_experiment.main(["--config=runlocal", f"--workdir={tmp_path}"])
   assert r["start/val_accuracy"] < 0.72
   for policy in ("controller", "random"):
     assert r[f"{policy}/best_val_accuracy"] > r["start/val_accuracy"] + 0.04, r
     assert r[f"{policy}/best_test_accuracy"] > r["start/test_accuracy"] + 0.03, r
-    assert r[f"{policy}/seed0/best_params"] > 2 * r["start/params"], r
+    assert all(r[f"{policy}/seed{s}/best_params"] > 2 * r["start/params"] for s in range(3)), r
+  assert r["controller/best_test_accuracy"] > r["random/best_test_accuracy"] + 0.01, r  # measured +0.030
+  wins = sum(r[f"controller/seed{s}/best_test_accuracy"] > r[f"random/seed{s}/best_test_accuracy"]
+             for s in range(3))
+  assert wins >= 2, r  # measured 3 of 3
   assert (tmp_path / "eas_search.png").exists()
