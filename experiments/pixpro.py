@@ -85,7 +85,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # Per-view augmentation after the crop and flip (`two_view.byol_views`): colour jitter strengths
       # (brightness, contrast, saturation, hue) and the probabilities of each op in views 1 and 2.
       jitter=(0.4, 0.4, 0.4, 0.0), jitter_p=1.0, grayscale_p=0.0, blur_p=(0.0, 0.0), solarize_p=(0.0, 0.0),
-      label_blur=6.0, clusters_per_image=4, probe_split=0.6, num_scenes=64, scene_size=48, probe_scenes=16, texture_period=(4.0, 8.0), probe_crops=64, probe_steps=300,
+      label_blur=6.0, clusters_per_image=4, probe_split=0.6, probe_crops=64, probe_steps=300,
+      num_scenes=64, scene_size=48, probe_scenes=16, texture_period=(4.0, 8.0),  # `textured_shapes`
       probe_lr=0.05, backbone="small_cnn", feature="C2", width=32, hidden_dim=256, dim=64,
       batch_size=12, total_steps=120, log_every=40, optimizer="adam", learning_rate=2e-3,
       weight_decay=0.0, warmup_steps=0, momentum=0.99, gamma=2.0, transform_layers=1,

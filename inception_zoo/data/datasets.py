@@ -95,7 +95,7 @@ def tfds_source(name: str, split: str, data_dir: Optional[str] = None) -> Datase
   return Dataset(ImageLabelSource(source), num_classes)
 
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")  # what PIL decodes
 
 
 class FolderSource:

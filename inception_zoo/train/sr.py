@@ -31,6 +31,7 @@ import numpy as np
 import optax
 
 from inception_zoo import ckpt, sharding
+from inception_zoo.data.datasets import IMAGE_SUFFIXES
 from inception_zoo.errors import UserError
 from inception_zoo.metrics import MetricWriter
 from inception_zoo.train import loop, optim
@@ -40,7 +41,6 @@ from inception_zoo.train.state import TrainState, global_batch, restore_or_init,
 # ITU-R BT.601 luma of RGB in [0, 1], in [16, 235] (BasicSR's `rgb2ycbcr(y_only=True)` x 255).
 Y_WEIGHTS = (65.481, 128.553, 24.966)
 SSIM_WINDOW, SSIM_SIGMA = 11, 1.5
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 def rgb_to_y(x):
