@@ -239,14 +239,24 @@ def _with(config, **fields):
 
 
 @pytest.mark.slow
-def test_pretraining_helps_a_dense_probe(tmp_path):
-  # Xie et al. 2021, Tables 1-3, in part: pre-training transfers to dense prediction. Measured in this
-  # test's process (probe mIoU on held-out crops, 8 classes, seed 0): PixPro 0.275, BYOL 0.306, random
-  # init 0.270. The paper's PixPro > BYOL is not reproduced at this scale (see the experiment).
-  r = experiment.main(["--config=runlocal", f"--workdir={tmp_path}"])
-  assert r["byol/miou"] > r["random/miou"] + 0.02, r
-  assert r["pixpro/miou"] > r["random/miou"], r
-  assert (tmp_path / "pixpro_probe.png").exists()
+def test_pixel_level_pretraining_beats_instance_level_on_a_dense_task(tmp_path):
+  # Xie et al. 2021, Tables 1-3, qualitatively: at the same pre-training budget PixPro transfers better
+  # to a dense task than the instance-level BYOL, and both beat a random init. Measured here (probe mIoU
+  # on held-out textured scenes), seeds 0 / 1: PixPro 0.200 / 0.221, BYOL 0.185 / 0.201, random init
+  # 0.157 / 0.166; PixPro leads in 7 of seeds 0-7 (experiment docstring).
+  runs = [experiment.main(["--config=textured", f"--workdir={tmp_path / str(seed)}",
+                           f"--config.seed={seed}"]) for seed in (0, 1)]
+  for r in runs:
+    assert min(r["pixpro/miou"], r["byol/miou"]) > r["random/miou"] + 0.01, r
+  mean = lambda key: np.mean([r[key] for r in runs])
+  assert mean("pixpro/miou") > mean("byol/miou") + 0.005, runs
+  assert (tmp_path / "0" / "pixpro_probe.png").exists()
+
+
+def test_colour_region_setting_runs(tmp_path):
+  r = experiment.main(["--config=runlocal", f"--workdir={tmp_path}", "--config.total_steps=2",
+                       "--config.probe_crops=4", "--config.probe_steps=2"])
+  assert {"pixpro/miou", "byol/miou", "random/miou"} <= set(r) and np.isfinite(r["pixpro/miou"])
 
 
 def _neighbours(arr, dy: int, dx: int):
@@ -271,8 +281,6 @@ def test_textured_shapes_labels_name_the_texture_drawn():
     assert pairs.sum() > 50 and (equal > 0.95 if agree else equal < 0.9), (label, equal)
 
 
-def test_textured_setting_runs(tmp_path):
-  r = experiment.main(["--config=textured", f"--workdir={tmp_path}", "--config.total_steps=2",
-                       "--config.num_scenes=4", "--config.probe_scenes=2", "--config.probe_steps=2",
-                       "--config.methods=('pixpro',)"])
-  assert {"pixpro/miou", "random/miou"} <= set(r) and np.isfinite(r["pixpro/miou"])
+def test_bad_probe_area_is_one_line_error(tmp_path):
+  with pytest.raises(UserError, match="probe_area"):
+    experiment.run(_with(experiment.get_config("textured"), probe_area=(30.0,)), str(tmp_path))
