@@ -62,7 +62,8 @@ def test_bn_loss_matches_a_numpy_oracle_and_reaches_the_images():
     expected += weight * (np.linalg.norm(h.mean((0, 1, 2)) - stats["mean"])
                           + np.linalg.norm(h.var((0, 1, 2)) - stats["var"]))
   np.testing.assert_allclose(loss, expected, rtol=1e-4)
-  np.testing.assert_allclose(logits, model.apply(calibrated, y, train=False)[0], rtol=1e-6)
+  # Two compilations of one forward pass: float32 rounding may differ in the last bits of a logit.
+  np.testing.assert_allclose(logits, model.apply(calibrated, y, train=False)[0], rtol=1e-5, atol=1e-7)
   grads = jax.jit(jax.grad(lambda z: bn_matching(z, 1.0)[1]))(y)
   assert np.all(np.isfinite(grads)) and np.mean(np.abs(np.asarray(grads)) > 0) > 0.9
   with pytest.raises(UserError, match="no nn.BatchNorm"):

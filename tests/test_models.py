@@ -94,7 +94,10 @@ def test_stochastic_depth_only_in_training(name):
   v = init(model, x)
   train = jax.jit(lambda v, key: model.apply(v, x, train=True, mutable=["batch_stats"],
                                              rngs={"dropout": key})[0][0])
-  assert not np.allclose(train(v, jax.random.key(3)), train(v, jax.random.key(4)))
+  # One key gives one output, bit for bit; another key drops other branches. Exact comparison, as
+  # families with layer scale (InceptionNeXt: 1e-6 at init) change the logits by ~1e-7 per branch.
+  np.testing.assert_array_equal(train(v, jax.random.key(3)), train(v, jax.random.key(3)))
+  assert not np.array_equal(train(v, jax.random.key(3)), train(v, jax.random.key(4)))
   logits, _ = jax.jit(model.apply)(v, x)  # evaluation needs no 'dropout' RNG: nothing is dropped
   assert np.all(np.isfinite(logits))
 
