@@ -221,22 +221,17 @@ def test_densenet_search_grows_function_preserving_networks_that_train():
 
 
 @pytest.mark.slow
-def test_search_by_transformation_grows_better_networks_and_the_controller_selects_better_ones(tmp_path):
-  # Cai et al. 2018, Sec. 4, the runlocal setting (3 seeds, 48 networks per search): (1) growing a
-  # network by function-preserving transformations, every sample inheriting its parent's weights,
-  # reaches far better networks than the start net; (2) the controller's search selects a better network
-  # than the same number of random transformations, judged on the held-out test digits (the validation
-  # maximum itself favours random search's more varied samples; experiments/eas.py). Measured: start net
-  # 0.686 val / 0.686 test (246 parameters); selected networks' test accuracy, controller vs random,
-  # 0.758 / 0.725, 0.753 / 0.731, 0.778 / 0.744 (8 of 9 seeds over seeds 0-8, mean +0.020).
+def test_search_by_transformation_grows_better_networks(tmp_path):
+  # Cai et al. 2018, Sec. 4, the runlocal setting (3 seeds, 48 networks per search), claim (1): growing
+  # a network by function-preserving transformations, every sample inheriting its parent's weights,
+  # reaches far better networks than the start net, for the controller and for random transformations.
+  # Measured: start net 0.686 val / 0.686 test (246 parameters); best validation 0.75-0.81. Claim (2),
+  # the controller's selected network better than random search's, is not asserted: it held in 8 of 9
+  # seeds on one machine and 3 of 9 on another (experiments/eas.py), i.e. it is within the noise.
   r = eas_experiment.main(["--config=runlocal", f"--workdir={tmp_path}"])
   assert r["start/val_accuracy"] < 0.72
   for policy in ("controller", "random"):
     assert r[f"{policy}/best_val_accuracy"] > r["start/val_accuracy"] + 0.04, r
     assert r[f"{policy}/best_test_accuracy"] > r["start/test_accuracy"] + 0.03, r
     assert all(r[f"{policy}/seed{s}/best_params"] > 2 * r["start/params"] for s in range(3)), r
-  assert r["controller/best_test_accuracy"] > r["random/best_test_accuracy"] + 0.01, r  # measured +0.030
-  wins = sum(r[f"controller/seed{s}/best_test_accuracy"] > r[f"random/seed{s}/best_test_accuracy"]
-             for s in range(3))
-  assert wins >= 2, r  # measured 3 of 3
   assert (tmp_path / "eas_search.png").exists()
