@@ -9,8 +9,8 @@ held-out crops we measure the codebook perplexity (exp of the code entropy), the
 and the reconstruction MSE, each model trained from four seeds side by side in one compiled step. Plot:
 per-code usage histograms and test reconstructions in WORKDIR/vit_vqgan_codebook.png.
   python -m experiments.vit_vqgan --config=runlocal --workdir=workdirs/vit_vqgan
-CPU time here: 131 s of CPU (2 min wall on 2 cores shared with a test run). Measured on 512 held-out crops, seeds 0-3: test perplexity, factorised l2
-5.50 / 6.22 / 5.79 / 7.00 vs plain 4.53 / 4.18 / 3.96 / 5.15 (means 6.13 vs 4.46); MSE 0.0087 / 0.0082 /
+CPU time here: 131 s of CPU (2 min wall on 2 cores shared with a test run). Measured on 512 held-out
+crops, seeds 0-3: test perplexity, factorised l2 5.50 / 6.22 / 5.79 / 7.00 vs plain 4.53 / 4.18 / 3.96 / 5.15 (means 6.13 vs 4.46); MSE 0.0087 / 0.0082 /
 0.0092 / 0.0081 vs 0.0091 / 0.0090 / 0.0119 / 0.0093 (means 0.0085 vs 0.0098): the l2 lookup ahead in
 every seed on both; 3.8% vs 3.2% of the codes used. Under pytest (8 fake CPU devices, so other float
 reductions) the means are 6.04 vs 5.08 and 0.0084 vs 0.0220 (plain seed 0 at 0.051; the l2 lookup ahead
