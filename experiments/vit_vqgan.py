@@ -10,20 +10,21 @@ and the reconstruction MSE, each model trained from four seeds side by side in o
 per-code usage histograms and test reconstructions in WORKDIR/vit_vqgan_codebook.png.
   python -m experiments.vit_vqgan --config=runlocal --workdir=workdirs/vit_vqgan
 CPU time here: 131 s of CPU (2 min wall on 2 cores shared with a test run). Measured on 512 held-out
-crops, seeds 0-3: test perplexity, factorised l2 5.50 / 6.22 / 5.79 / 7.00 vs plain 4.53 / 4.18 / 3.96 / 5.15 (means 6.13 vs 4.46); MSE 0.0087 / 0.0082 /
-0.0092 / 0.0081 vs 0.0091 / 0.0090 / 0.0119 / 0.0093 (means 0.0085 vs 0.0098): the l2 lookup ahead in
-every seed on both; 3.8% vs 3.2% of the codes used. Under pytest (8 fake CPU devices, so other float
-reductions) the means are 6.04 vs 5.08 and 0.0084 vs 0.0220 (plain seed 0 at 0.051; the l2 lookup ahead
-in 3 of 4 seeds on perplexity, 4 of 4 on MSE). The claim holds on the mean of the seeds; single seeds
-are noisy, and they move with the machine: with two seeds, the setting before, the MSE mean held on the
-machine it was chosen on (0.0093 vs 0.0107 under pytest) and reversed on an AVX-512 Xeon (0.0084 vs
-0.0079), which is why four are run. Both models use few codes: the tiny encoder maps most 8x8 patches to
-about their mean colour (the paper's near-full usage needs its scale). Over the 8 runs made while
-choosing this setting (4x4 or 8x8 patches, 64-d or 256-d plain codes, 400-1500 steps, 1-2 seeds) the l2
-lookup had the higher perplexity in all 8 seed-means (2 of 13 single seeds the other way) and the lower
-MSE in 7 of 8. A 9th run, two seeds with their batches drawn by numpy instead of jax.random (tried
-while moving to the shared loop), went the other way on both seed-means (perplexity 5.5 vs 6.0, MSE
-0.0092 vs 0.0091): at this scale the batch order can flip the comparison.
+crops, seeds 0-3: test perplexity, factorised l2 5.50 / 6.22 / 5.79 / 7.00 vs plain 4.53 / 4.18 / 3.96 /
+5.15 (means 6.13 vs 4.46); MSE 0.0087 / 0.0082 / 0.0092 / 0.0081 vs 0.0091 / 0.0090 / 0.0119 / 0.0093
+(means 0.0085 vs 0.0098): the l2 lookup ahead in every seed on both; 3.8% vs 3.2% of the codes used.
+Under pytest (8 fake CPU devices, so other float reductions) the means are 6.04 vs 5.08 and 0.0084 vs
+0.0220 (plain seed 0 at 0.051; the l2 lookup ahead in 3 of 4 seeds on perplexity, 4 of 4 on MSE). The
+claim holds on the mean of the seeds; single seeds are noisy, and they move with the machine: with two
+seeds, the setting before, the MSE mean held on the machine it was chosen on (0.0093 vs 0.0107 under
+pytest) and reversed on an AVX-512 Xeon (0.0084 vs 0.0079), which is why four are run. Both models use
+few codes: the tiny encoder maps most 8x8 patches to about their mean colour (the paper's near-full
+usage needs its scale). Over the 8 runs made while choosing this setting (4x4 or 8x8 patches, 64-d or
+256-d plain codes, 400-1500 steps, 1-2 seeds) the l2 lookup had the higher perplexity in all 8
+seed-means (2 of 13 single seeds the other way) and the lower MSE in 7 of 8. A 9th run, two seeds with their
+batches drawn by numpy instead of jax.random (tried while moving to the shared loop), went the other way
+on both seed-means (perplexity 5.5 vs 6.0, MSE 0.0092 vs 0.0091): at this scale the batch order can flip
+the comparison.
 
 CPU setting (`runlocal`): scikit-learn's two sample photographs (`load_sample_images`, china.jpg and
 flower.jpg, 427x640), downscaled 2x by area; 16x16 crops from the left 3/4 of each image train, crops
