@@ -6,8 +6,8 @@ Information Bottleneck", CVPR 2024 Workshops).
     python -m benchmarks.drct --model drct --size 64 --scale 4 --iters 3
 
 The PyTorch model is spandrel's `DRCT` in eval mode under `torch.no_grad()`; ours is
-`inception_zoo.models.drct` with the PyTorch weights converted by `spandrel_to_flax`, so the two compute
-the same function (tests/test_drct.py checks it to 1e-4). Reports the best of `iters` calls after a
+`inception_zoo.models.drct` with the PyTorch weights converted by `convert.timm_to_flax`, so the two compute
+the same function (tests/papers/test_drct.py checks it to 1e-4). Reports the best of `iters` calls after a
 warm-up (compile) call, and the ratio of the two; both use this machine's CPU threads.
 """
 import argparse
@@ -16,7 +16,8 @@ import jax
 import numpy as np
 
 from benchmarks.timing import best_time
-from inception_zoo.models.drct import VARIANTS, create_drct, spandrel_to_flax
+from inception_zoo.convert import timm_to_flax
+from inception_zoo.models.drct import VARIANTS, create_drct
 
 
 def main(argv=None):
@@ -39,7 +40,7 @@ def main(argv=None):
     ours = ours.clone(num_feat=64)
   x = np.random.default_rng(0).uniform(size=(args.batch, args.size, args.size, 3)).astype(np.float32)
   abstract = jax.eval_shape(ours.init, jax.random.key(0), x)
-  variables = spandrel_to_flax({k: v.numpy() for k, v in theirs.state_dict().items()}, abstract)
+  variables = timm_to_flax({k: v.numpy() for k, v in theirs.state_dict().items()}, abstract)
   forward = jax.jit(lambda v, x: ours.apply(v, x)[0])
   x_torch = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
 

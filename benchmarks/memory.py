@@ -5,7 +5,7 @@
 For each model (the paper's full setting: its optimizer, image size and sharding rules) and layout:
 
 - state: parameter + optimizer-state (+ EMA, batch statistics) bytes per device, from the sharding
-  rules and shapes alone (what `python -m inception_zoo.sharding` tabulates);
+  rules and shapes alone (what `python -m inception_zoo.tools.sharding_plan` tabulates);
 - step: XLA's memory analysis of the compiled train step per device (arguments + outputs - donated
   aliases + temporaries), i.e. what one accelerator needs at `--batch_per_device` images;
 - host peak: the peak resident memory of a process that initialises the sharded state and runs one
@@ -24,7 +24,6 @@ from typing import Dict
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from inception_zoo import create_model, sharding
 from inception_zoo.train import classification, optim

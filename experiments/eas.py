@@ -57,7 +57,7 @@ sampled network (their SGD lr 0.02 cosine with batch 64 is replaced by our Adam)
 steps, the best network then trained 300 epochs (verify; the paper's 4.23% test error is that final
 training, not implemented here). The DenseNet space (`--config=densenet`) runs the same search on
 DenseNets (net2net's DenseNet transforms, each DenseNet compiling its own train step; tested on a tiny
-one in tests/test_eas.py).
+one in tests/papers/test_eas.py).
 """
 import os
 from typing import Dict

@@ -6,7 +6,8 @@ ImageNet-1k at 224 px, the paper's recipe for one variant (small, base, large; d
 paper reports 83.4 / 84.6 / 84.8% top-1; prepare `tfds build imagenet2012 --manual_dir=...` first):
   python -m experiments.iformer --config=small --workdir=WORKDIR --config.input.data_dir=TFDS_DIR
 
-Full setting (the paper's ImageNet-1K recipe and the official runs' checkpoint/iformer_*/args.yaml, timm 0.5.4's train.py):
+Full setting (the paper's ImageNet-1K recipe and the official runs' checkpoint/iformer_*/args.yaml, timm 0.5.4's
+train.py):
 AdamW (betas 0.9 / 0.999, eps 1e-8), weight decay 0.05, global batch 1024, learning rate 1e-3 with 5
 warm-up epochs and cosine decay over 300 epochs to 1e-6 (small) or 1e-5 (base, large), gradient
 clipping at global norm 1.0 for base and large only, label smoothing 0.1, stochastic depth 0.2 / 0.4 /

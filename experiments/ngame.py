@@ -58,7 +58,7 @@ they get this stage 2). One device; stage 1 checkpoints every 1,000 steps (about
 speed below), keeping 2 (about 0.8 GB each with Adam's moments). Differences from the official
 code: cosine instead of linear decay; exact top-k shortlists instead of HNSW (a 4,096 x 131K similarity
 block per call); classifier negatives from each point's shortlist, not from the clustered batches. Run
-on a tiny generated LF folder with a 2-layer DistilBERT (tests/test_ngame.py) and, once, on one H100 (jax
+on a tiny generated LF folder with a 2-layer DistilBERT (tests/papers/test_ngame.py) and, once, on one H100 (jax
 0.11.2) at the real model and batch (randomly initialised DistilBERT-base, batch 1,600, 32 tokens) over a
 generated LF-style set of 40,000 / 10,000 / 10,000 titles: 0.18 s per step, 40 GB peak device memory,
 3 epochs and stage 2 (100 steps) in 94 s (timed when an epoch was one scanned call; the step loop has

@@ -204,8 +204,8 @@ def dense_task(config):
   if config.data == "sample_images":
     labels = region_labels(photos, config)
     cut = [int(img.shape[1] * config.probe_split) for img in photos]
-    train = ([p[:, :c] for p, c in zip(photos, cut)], [l[:, :c] for l, c in zip(labels, cut)])
-    test = ([p[:, c:] for p, c in zip(photos, cut)], [l[:, c:] for l, c in zip(labels, cut)])
+    train = ([p[:, :c] for p, c in zip(photos, cut)], [y[:, :c] for y, c in zip(labels, cut)])
+    test = ([p[:, c:] for p, c in zip(photos, cut)], [y[:, c:] for y, c in zip(labels, cut)])
     return photos, train, test, len(photos) * config.clusters_per_image
   rng = np.random.default_rng(config.seed)
   scenes = functools.partial(textured_shapes, photos, size=config.scene_size, rng=rng,

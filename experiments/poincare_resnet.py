@@ -24,7 +24,8 @@ for the wider networks. Recipe from the authors' code (maxvanspengler/poincare-r
 batch 128, 500 epochs, Adam lr 1e-3 with weight decay 1e-4 on every parameter, constant lr, random
 crops of 32 px with 4 px padding and horizontal flips, inputs in [-1, 1]; curvature 0.1 fixed. Their
 geoopt RiemannianAdam adds the decay to the gradient (L2), as the zoo's 'adam' does (not 'adamw'); all
-parameters are Euclidean (the ball enters through the layers), so its Riemannian step is Adam's. Their OOD and adversarial evaluations are not
+parameters are Euclidean (the ball enters through the layers), so its Riemannian step is Adam's. Their OOD
+and adversarial evaluations are not
 reproduced.
 """
 import os

@@ -27,7 +27,7 @@ CPU setting (`--config=runlocal`): scikit-learn's 8x8 digits (1,437 train / 360 
 flattened; two-hidden-layer ReLU MLPs of widths 8, 32, 128 and 512; SGD with momentum 0.9, lr 0.1 with
 cosine decay, weight decay 5e-4 (the paper's CIFAR recipe) for 150 steps of batch 64 (7 epochs);
 sparse runs use ERK at 90% over all three kernels (masks in the optimizer state, first forward pass
-already masked: the shared loop wraps the task with `inception_zoo.sparsity.training.masked_task`).
+already masked: the task is wrapped by `inception_zoo.sparsity.training.sparse_task`).
 """
 import os
 from typing import Dict
@@ -38,6 +38,7 @@ import ml_collections
 from experiments.common import digits, imagenet
 from inception_zoo.errors import UserError
 from inception_zoo.main import run_experiment
+from inception_zoo.sparsity import training as sparse_training
 from inception_zoo.train import classification
 from inception_zoo.utils import plots
 
@@ -62,8 +63,9 @@ def build(config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
   return classification.build_classifier(config, num_classes)
 
 
-TASK = classification.Task(build, classification.make_train_step, classification.make_eval_step,
-                           classification.classification_summary)
+TASK = sparse_training.sparse_task(classification.Task(
+    build, classification.make_train_step, classification.make_eval_step,
+    classification.classification_summary))
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

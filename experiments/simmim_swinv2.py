@@ -12,7 +12,8 @@ ImageNet-1K at 192 px, SwinV2-B with 12x12 windows (prepare `tfds build imagenet
 
 Full setting (SimMIM Sec. 4.1 and the official `simmim_pretrain__swinv2_base__img192_window12__800ep`
 recipe): 192 px random-resized crops of 67-100% of the area, aspect 3/4-4/3, flips; 32 px mask patches,
-mask ratio 0.6; AdamW (0.9, 0.999, eps 1e-8), weight decay 0.05 under timm's rule (`no_norm_bias`, as the official optimizer), learning rate 1e-4 per
+mask ratio 0.6; AdamW (0.9, 0.999, eps 1e-8), weight decay 0.05 under timm's rule (`no_norm_bias`, as the
+official optimizer), learning rate 1e-4 per
 512 images (4e-4 at the global batch of 2048), 10 warm-up epochs, x0.1 at epoch 700 of 800, gradient
 clipping at 5.0, stochastic depth 0.1. Differences left: the warm-up starts at 0 rather than 5e-7 x
 batch / 512, and pixels are scaled to [-1, 1] rather than standardised by the ImageNet mean and std

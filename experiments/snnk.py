@@ -7,7 +7,8 @@ CPU setting, three parts, figure WORKDIR/snnk.png:
     against the exact value, over 64 random pairs in d = 16 and 32 draws of G, for m = 16 ... 4096 random
     features: the ReLU-SNNK against the arc-cosine kernel, the cos URF against cos(w.x + b). Monte Carlo
     error falls as m^-1/2: the log-log slope is about -1/2.
-(b) Fully bundled network (the paper's neural network bundling): y = Phi(x) Psi on 256 ReLU-SNNK features of the inputs (plus a
+(b) Fully bundled network (the paper's neural network bundling): y = Phi(x) Psi on 256 ReLU-SNNK features of
+the inputs (plus a
     constant coordinate for the bias), Psi from the explicit ridge formula (no backpropagation) against the
     same model trained by Adam (1,000 full-batch steps) on the same objective, on scikit-learn's diabetes
     regression (442 patients, 10 standardised features, standardised target; 70/30 split). The closed form
@@ -218,7 +219,8 @@ def adapters(c, key, writer, result):
     result[f"adapter/{name}/trainable_params"] = float(count(trained))
     result[f"adapter/{name}/adapter_params"] = float(count({k: v for k, v in trained.items()
                                                             if k.startswith("adapter")}))
-  result["adapter/param_reduction"] = result["adapter/bottleneck/adapter_params"] / result["adapter/snnk/adapter_params"]
+  result["adapter/param_reduction"] = (result["adapter/bottleneck/adapter_params"]
+                                       / result["adapter/snnk/adapter_params"])
   result["adapter/trainable_reduction"] = (result["adapter/bottleneck/trainable_params"]
                                            / result["adapter/snnk/trainable_params"])
 

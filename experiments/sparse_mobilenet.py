@@ -42,8 +42,8 @@ from inception_zoo import ckpt
 from inception_zoo.data import datasets, pipeline, pp
 from inception_zoo.errors import UserError
 from inception_zoo.main import run_experiment
-from inception_zoo.sharding import path_str
-from inception_zoo.sparsity import masks, spmm
+from inception_zoo.pytree import path_str
+from inception_zoo.sparsity import masks, spmm, training as sparse_training
 from inception_zoo.train import classification
 
 # Elsen et al.: the 1x1 convolutions (MobileNet v1's conv_pw; v2 / EfficientNet's conv_pw, conv_pwl and
@@ -120,18 +120,22 @@ def sparse_check(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, f
           **{f"density/{k}": v for k, v in density.items() if k != "global"}}
 
 
+# The classifier trained with config.sparsity's masks (a dense config trains it plainly).
+TASK = sparse_training.sparse_task(classification.CLASSIFICATION)
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
   if config.mode != "train":
-    return classification.run(config, workdir)
+    return classification.run(config, workdir, TASK)
   result = {f"sparse/{k}": v for k, v in
-            classification.train_and_evaluate(config, os.path.join(workdir, "sparse")).items()}
+            classification.train_and_evaluate(config, os.path.join(workdir, "sparse"), TASK).items()}
   if config.check_sparse_path:
     result.update(sparse_check(config, os.path.join(workdir, "sparse")))
   if config.compare_dense:
     dense = ml_collections.ConfigDict(config.to_dict())
     dense.sparsity.method = ""
     result.update({f"dense/{k}": v for k, v in
-                   classification.train_and_evaluate(dense, os.path.join(workdir, "dense")).items()})
+                   classification.train_and_evaluate(dense, os.path.join(workdir, "dense"), TASK).items()})
   return result
 
 

@@ -20,7 +20,7 @@ import orbax.checkpoint as ocp
 
 from inception_zoo.errors import UserError
 from inception_zoo import sharding
-from inception_zoo.sharding import path_str
+from inception_zoo.pytree import path_str
 
 WEIGHTS_META = "inception_zoo.json"
 # Top-level modules that SimMIM pre-training adds to a Swin V2 encoder (models/simmim.py); weights

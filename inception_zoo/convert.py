@@ -25,7 +25,7 @@ import numpy as np
 from inception_zoo import ckpt
 from inception_zoo.errors import UserError
 from inception_zoo.registry import create_model
-from inception_zoo.sharding import path_str
+from inception_zoo.pytree import path_str
 
 _LEAF = {("params", "kernel"): "weight", ("params", "scale"): "weight", ("params", "bias"): "bias",
          ("params", "gamma"): "gamma",  # layer scale (InceptionNeXt), a plain parameter in timm

@@ -29,7 +29,7 @@ import optax
 import tqdm
 
 from inception_zoo.errors import UserError
-from inception_zoo.sharding import path_str
+from inception_zoo.pytree import path_str
 
 DEFAULT_BLOCKS = r".*kernel"
 

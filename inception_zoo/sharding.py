@@ -14,11 +14,8 @@ wins. A spec is
 The batch is split over every data-like axis (`data` and `fsdp`), so FSDP is data parallelism whose
 parameters and optimizer state are stored in slices and gathered by XLA when used.
 
-Print the layout an experiment's config gives every parameter and optimizer-state leaf, with bytes per
-device, without compiling or loading data (fake devices stand in for a pod):
-
-    XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m inception_zoo.sharding \
-        --experiment=inception_resnet_v2 --config.mesh.data=1 --config.mesh.fsdp=8
+`python -m inception_zoo.tools.sharding_plan --experiment=NAME` prints the layout an experiment's
+config gives every leaf (inception_zoo/tools/sharding_plan.py).
 """
 import re
 from typing import Any, Callable, Dict, Iterable, List, Sequence, Tuple
@@ -29,6 +26,7 @@ from orbax.checkpoint import multihost
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from inception_zoo.errors import UserError
+from inception_zoo.pytree import path_str
 
 DATA_AXES = ("data", "fsdp")
 
@@ -110,17 +108,6 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def path_str(path) -> str:
-  """'params/features/layers_0/conv/kernel' for a pytree key path."""
-  parts = []
-  for k in path:
-    for attr in ("key", "name", "idx"):
-      if hasattr(k, attr):
-        parts.append(str(getattr(k, attr)))
-        break
-  return "/".join(parts)
-
-
 def _fsdp_spec(shape: Tuple[int, ...], mesh: Mesh, min_size: int) -> P:
   n = mesh.shape.get("fsdp", 1)
   if n == 1 or int(np.prod(shape, dtype=np.int64)) < min_size:
@@ -195,44 +182,3 @@ def format_table(rows) -> str:
   lines += [f"{p:<{width}}  {str(s):<22} {sp:<28} {b:,}" for p, s, sp, b in rows]
   lines.append(f"total bytes per device: {sum(r[3] for r in rows):,}")
   return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None):
-  import importlib
-  import sys
-
-  import optax
-
-  from inception_zoo.main import apply_override, parse_args
-  from inception_zoo.registry import create_model
-  from inception_zoo.train import optim
-  from inception_zoo.train.state import make_init
-
-  argv = list(sys.argv[1:] if argv is None else argv)
-  try:
-    experiment = [a.split("=", 1)[1] for a in argv if a.startswith("--experiment=")]
-    if not experiment:
-      raise UserError("name the experiment: --experiment=NAME (a module of experiments/)")
-    args = parse_args([a for a in argv if not a.startswith("--experiment=")])
-    config = importlib.import_module(f"experiments.{experiment[0]}").get_config(args["config"])
-    for field, value in args["overrides"]:
-      apply_override(config, field, value)
-    model = create_model(config.model_name, num_classes=config.num_classes or 1000,
-                         **config.model.to_dict())
-    # Parameter shapes do not depend on the image size; 299 is valid for the conv nets, which have
-    # no fixed size.
-    size = getattr(model, "img_size", 299)
-    image_shape = (size, size, 3)
-    tx = optim.make_optimizer(config, optax.constant_schedule(0.0))
-    abstract = jax.eval_shape(make_init(model, tx, image_shape), jax.random.key(0))
-    mesh = make_mesh(config.mesh.to_dict())
-    shardings = infer_shardings(abstract, mesh, config.sharding_rules, config.fsdp_min_size)
-  except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    raise SystemExit(2)
-  print(f"mesh {dict(mesh.shape)}, rules {list(config.sharding_rules)}")
-  print(format_table(describe(abstract, shardings)))
-
-
-if __name__ == "__main__":
-  main()

@@ -36,3 +36,37 @@ def digits_config():
   c.checkpoint_every = 3
   c.mesh.data = 1
   return c
+
+
+# `make reproduce`: claim runs too long for CI carry `@pytest.mark.reproduce`; `make test` deselects them,
+# and a `-m reproduce` session writes what they measured (`record_property`) with the commit and machine
+# to reproduce/RESULTS.md, which is committed.
+_REPRODUCED = []
+
+
+def pytest_runtest_logreport(report):
+  if report.when == "call" and "reproduce" in report.keywords:
+    _REPRODUCED.append(report)
+
+
+def pytest_sessionfinish(session):
+  if not _REPRODUCED or session.config.getoption("markexpr", "") != "reproduce":
+    return
+  import datetime
+  import platform
+  import subprocess
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
+  dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                         capture_output=True, text=True).stdout.strip()
+  lines = ["# `make reproduce` results", "",
+           f"Commit `{commit}`{' (with uncommitted changes)' if dirty else ''}, "
+           f"{datetime.date.today().isoformat()}, {platform.processor() or platform.machine()}, "
+           f"{os.cpu_count()} CPUs.", "",
+           "| Claim test | Result | Time | Measured |", "|---|---|---|---|"]
+  for r in sorted(_REPRODUCED, key=lambda r: r.nodeid):
+    measured = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in r.user_properties)
+    lines.append(f"| `{r.nodeid}` | {r.outcome} | {r.duration:.0f} s | {measured} |")
+  os.makedirs(os.path.join(root, "reproduce"), exist_ok=True)
+  with open(os.path.join(root, "reproduce", "RESULTS.md"), "w") as f:
+    f.write("\n".join(lines) + "\n")

@@ -16,7 +16,7 @@ The ball of curvature -c (c > 0, a Python float: the paper keeps it fixed, c = 0
 - `mobius_add`, `expmap0`, `logmap0` and `poincare_fc` carry a `jax.custom_vjp` backward written out
   by hand (the paper's third roadblock: autodiff records every intermediate of these long formulas;
   a closed-form backward keeps one residual set per op). The derivatives are ours and are checked
-  against autodiff and against geoopt's torch autograd in tests/test_poincare.py.
+  against autodiff and against geoopt's torch autograd in tests/papers/test_poincare.py.
 - `PoincareLinear`, `PoincareConv2d` (the receptive field's per-pixel tangent vectors at 0 scaled by
   beta-concatenation, mapped to the ball, then one Poincare FC), `PoincareBatchNorm` (midpoint batch
   norm: gyromidpoint centre instead of the Frechet mean, transport to the origin, dispersion

@@ -12,7 +12,7 @@ weights and activations - is proportional to |gamma|. MIP fixes it with two chan
 `HyperNet(encoding=None, additive=False)` is the baseline: raw gamma in, theta = h(gamma) out (the
 output bias starts at zero).
 
-The initialisation follows `hyperlight` (checked against it in tests/test_hypernet.py): Kaiming-normal
+The initialisation follows `hyperlight` (checked against it in tests/papers/test_hypernet.py): Kaiming-normal
 hidden layers with fan-out scaling for the leaky-ReLU gain, the output layer initialised block by block
 (each primary tensor's rows as an independent layer, bias blocks at zero).
 """

@@ -26,7 +26,7 @@ import numpy as np
 
 from inception_zoo.errors import UserError
 from inception_zoo.quant.uniform import quantize_weight
-from inception_zoo.sharding import path_str
+from inception_zoo.pytree import path_str
 
 
 def leaf_sizes(params, paths: Sequence[str]) -> Dict[str, int]:

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from inception_zoo.errors import UserError
-from inception_zoo.sharding import path_str
+from inception_zoo.pytree import path_str
 
 METHODS = ("uniform", "er", "erk")
 

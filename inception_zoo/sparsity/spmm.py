@@ -25,7 +25,7 @@ import numpy as np
 import scipy.sparse
 
 from inception_zoo.errors import UserError
-from inception_zoo.sharding import path_str
+from inception_zoo.pytree import path_str
 
 IMPLEMENTATIONS = ("scipy", "bcoo", "ell")
 

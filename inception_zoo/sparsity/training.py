@@ -10,11 +10,11 @@ optimizer. Each update
   4. returns updates after which every pruned weight is exactly zero: -w where the mask is off
      (w + (-w) == 0 in floating point), the wrapped update where it is on.
 
-The optimizer's init only sees the parameters, so it cannot zero them: `masked_task(task)` wraps a
-trainer's Task so that every train and eval step applies the state's masks to the parameters (and
-their EMA) before the forward pass, and the shared loop (`classification.Setup`) wraps every task so
-whenever config.sparsity prunes. The very first forward pass therefore already sees the sparse
-network; after the first update the masking is a no-op on weights that are zero anyway.
+The optimizer's init only sees the parameters, so it cannot zero them: `sparse_task(task)` wraps a
+trainer's Task so that its optimizer is sparsified and every train and eval step applies the state's
+masks to the parameters (and their EMA) before the forward pass, whenever config.sparsity prunes; the
+generic trainer knows nothing of sparsity. The very first forward pass therefore already sees the
+sparse network; after the first update the masking is a no-op on weights that are zero anyway.
 
 `config.sparsity` (absent or method '' = dense):
   method        'uniform' | 'er' | 'erk': random masks drawn once and fixed (Liu et al. 2022);
@@ -127,21 +127,28 @@ def mask_state(state):
   return state.replace(params=apply_masks(state.params, m), ema_params=apply_masks(state.ema_params, m))
 
 
-def masked_task(task):
-  """`task` (a classification.Task) whose train and eval steps see the masked parameters."""
+def prunes(config: ml_collections.ConfigDict) -> bool:
+  sp = config.get("sparsity")
+  return bool(sp and sp.get("method"))
+
+
+def sparse_task(task):
+  """`task` (a classification.Task) trained sparse when config.sparsity prunes: its optimizer wrapped
+  by `from_config`, and its train and eval steps given the masked parameters; a dense config (no
+  method) trains exactly as `task` does."""
+
+  def wrap_optimizer(tx, config):
+    if task.wrap_optimizer is not None:
+      tx = task.wrap_optimizer(tx, config)
+    return from_config(tx, config)
 
   def make_train_step(model, tx, schedule, config):
     step = task.make_train_step(model, tx, schedule, config)
-    return lambda state, *args: step(mask_state(state), *args)
+    return (lambda state, *args: step(mask_state(state), *args)) if prunes(config) else step
 
   def make_eval_step(model, config):
     step = task.make_eval_step(model, config)
-    return lambda state, *args: step(mask_state(state), *args)
+    return (lambda state, *args: step(mask_state(state), *args)) if prunes(config) else step
 
-  return dataclasses.replace(task, make_train_step=make_train_step, make_eval_step=make_eval_step)
-
-
-def task_for(config: ml_collections.ConfigDict, task):
-  """The task a run trains: `masked_task(task)` when config.sparsity prunes, else `task` itself."""
-  sp = config.get("sparsity")
-  return masked_task(task) if sp and sp.get("method") else task
+  return dataclasses.replace(task, make_train_step=make_train_step, make_eval_step=make_eval_step,
+                             wrap_optimizer=wrap_optimizer)

@@ -29,7 +29,6 @@ from inception_zoo.data import datasets, pipeline, pp
 from inception_zoo.errors import UserError
 from inception_zoo.metrics import MetricWriter
 from inception_zoo.registry import create_model
-from inception_zoo.sparsity import training as sparse_training
 from inception_zoo.train import loop, mixup, optim
 from inception_zoo.train.state import (TrainState, ema_update, global_batch, keep_if_finite,
                                        restore_or_init, step_rng)
@@ -111,12 +110,16 @@ class Task:
   summary(config, eval result, eval images, step) -> the line printed at the end.
   frozen(setup) -> host arrays the train step reads but never trains (None: none), from the run's
   `Setup` (config, model, image shape); the step is then step(state, batch, frozen). They are loaded
-  for training only: evaluation scores the state alone."""
+  for training only: evaluation scores the state alone.
+  wrap_optimizer(tx, config) -> the optimizer the run trains with (None: the config's as it is): how a
+  method that changes the update (sparse training's masks, sparsity/training.py) plugs in."""
   build_model: Callable[[ml_collections.ConfigDict, int], nn.Module]
   make_train_step: Callable[..., Callable]
   make_eval_step: Callable[..., Callable]
   summary: Callable[[ml_collections.ConfigDict, Dict[str, float], int, int], str]
   frozen: Optional[Callable[[Any], Any]] = None
+  wrap_optimizer: Optional[Callable[[optax.GradientTransformation, ml_collections.ConfigDict],
+                                    optax.GradientTransformation]] = None
 
 
 def build_classifier(config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
@@ -135,8 +138,7 @@ class Setup:
   """Everything a run derives from its config before the first step (shared by train and eval)."""
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str, task: Task = CLASSIFICATION):
-    # A pruned run's steps see masked weights from the first forward pass on (sparsity/training.py).
-    self.config, self.workdir, self.task = config, workdir, sparse_training.task_for(config, task)
+    self.config, self.workdir, self.task = config, workdir, task
     inp = config.input
     self.mesh = sharding.make_mesh(config.mesh.to_dict())
     self.train_data = datasets.get_dataset(inp.data, inp.train_split, inp.get("data_dir"))
@@ -152,6 +154,8 @@ class Setup:
     self.total_steps = config.get("total_steps") or int(round(config.num_epochs * self.steps_per_epoch))
     self.schedule = optim.make_schedule(config, self.steps_per_epoch, self.total_steps)
     self.tx = optim.make_optimizer(config, self.schedule)
+    if task.wrap_optimizer is not None:
+      self.tx = task.wrap_optimizer(self.tx, config)
     self.checkpoints = ckpt.Checkpoints(workdir, keep=config.keep_checkpoints,
                                         every_steps=config.checkpoint_every)
     self.state, self.shardings, self.meta = restore_or_init(

@@ -10,9 +10,8 @@
 `config.schedule`:
   name: 'exponential' (base_lr * decay_rate ** floor(epoch / decay_epochs): the paper's 0.045 x 0.94
   every two epochs), 'cosine' or 'constant'; warmup_epochs of linear warm-up for any of them.
-`config.sparsity` (absent or empty: dense): sparse training with masks held in the optimizer state,
-random at initialisation (uniform / ER / ERK) or by gradual magnitude pruning; see
-inception_zoo/sparsity/training.py.
+Methods that change the update itself (sparse training's masks) wrap this optimizer through their
+`Task` (`Task.wrap_optimizer`, e.g. inception_zoo/sparsity/training.py), never from here.
 """
 import re
 
@@ -21,8 +20,7 @@ import ml_collections
 import optax
 
 from inception_zoo.errors import UserError
-from inception_zoo.sharding import path_str
-from inception_zoo.sparsity import training as sparse_training
+from inception_zoo.pytree import path_str
 
 
 def make_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int,
@@ -96,4 +94,4 @@ def make_optimizer(config: ml_collections.ConfigDict,
     parts.append(optax.clip_by_global_norm(o.grad_clip))
   if wd and o.name != "adamw":  # L2 regularisation, as TF-slim's weight decay
     parts.append(optax.add_decayed_weights(wd, mask))
-  return sparse_training.from_config(optax.chain(*parts, core), config)
+  return optax.chain(*parts, core)

@@ -1,1 +1,1 @@
-"""Tools around the models: FLOPs/MACs counting (`python -m inception_zoo.utils.flops`)."""
+"""Plots shared by the experiments (matplotlib, headless)."""

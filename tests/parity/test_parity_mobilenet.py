@@ -15,8 +15,8 @@ from timm_helpers import abstract_param_count, max_logit_error, randomized_timm
 
 from inception_zoo import UserError, create_model, list_models
 from inception_zoo.convert import convert_timm
-from inception_zoo.sharding import path_str
-from inception_zoo.utils.flops import jaxpr_macs
+from inception_zoo.pytree import path_str
+from inception_zoo.tools.flops import jaxpr_macs
 
 PARAMS = {"mobilenetv1_100": 4_231_976, "mobilenetv2_100": 3_504_872, "efficientnet_b0": 5_288_548}
 

@@ -155,7 +155,7 @@ def test_reinforce_moves_the_policy_toward_rewarded_actions():
   logp = log_prob(params, wider_batch)
   np.testing.assert_allclose(logp[0], jnp.sum(mask * jnp.log(p)), rtol=1e-5)
   logp = log_prob(params, deeper_batch)
-  expected = sum(jax.nn.log_softmax(l[0])[d] for l, d in zip(logits, (1, 0, 2)))
+  expected = sum(jax.nn.log_softmax(z[0])[d] for z, d in zip(logits, (1, 0, 2)))
   np.testing.assert_allclose(logp[0], expected, rtol=1e-5)
   assert float(jax.nn.softmax(logits[1][0])[1]) == 0.0  # block 1 has one layer: "after layer 1" is masked
 

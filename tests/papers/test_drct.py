@@ -13,6 +13,7 @@ import torch
 from spandrel.architectures.DRCT import DRCT as TorchDRCT
 
 from experiments import drct as drct_experiment
+from inception_zoo.convert import timm_to_flax
 from inception_zoo.errors import UserError
 from inception_zoo.metrics import read_metrics
 from inception_zoo.models import drct
@@ -30,7 +31,7 @@ def test_parity_with_spandrel_odd_heads_and_padding():
   # 20x20: ours reflect-pads to 24 and crops the output; spandrel does not pad, so it gets the padded
   # input and its output is cropped the same way.
   x = np.random.default_rng(0).uniform(size=(2, 20, 20, 3)).astype(np.float32)
-  variables = drct.spandrel_to_flax(state_dict, jax.eval_shape(model.init, jax.random.key(0), x))
+  variables = timm_to_flax(state_dict, jax.eval_shape(model.init, jax.random.key(0), x))
   ours, feats = jax.jit(model.apply)(variables, x)
   padded = np.pad(x, ((0, 0), (0, 4), (0, 4), (0, 0)), mode="reflect")
   with torch.no_grad():

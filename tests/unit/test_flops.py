@@ -7,7 +7,7 @@ import timm
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from inception_zoo.utils import flops
+from inception_zoo.tools import flops
 
 
 # (model, resolution, GMACs in the papers' tables / timm's model list, XLA count / papers' count)

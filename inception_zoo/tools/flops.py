@@ -1,6 +1,6 @@
 """Multiply-accumulates (MACs) of a registered model's evaluation forward pass, for one image.
 
-    python -m inception_zoo.utils.flops --model inception_next_tiny --size 224
+    python -m inception_zoo.tools.flops --model inception_next_tiny --size 224
 
 Nothing is materialised: parameters and input are abstract (`jax.eval_shape`), so any model size
 costs only a trace and one XLA compilation. Two counts, because they answer different questions:
@@ -78,7 +78,7 @@ def model_macs(name: str, size: int, num_classes: int = 1000, **options) -> Dict
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(prog="python -m inception_zoo.utils.flops",
+  parser = argparse.ArgumentParser(prog="python -m inception_zoo.tools.flops",
                                    description=__doc__.split("\n")[0])
   parser.add_argument("--model", required=True, help="registered model name, e.g. inception_v4")
   parser.add_argument("--size", type=int, required=True, help="input height and width in pixels")

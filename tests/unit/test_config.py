@@ -27,7 +27,8 @@ def test_overrides_keep_types(config):
 
 
 def test_unknown_field_suggests_the_closest(config):
-  with pytest.raises(UserError, match=r"unknown config field 'config.schedule.base_rl'; did you mean 'schedule.base_lr'\?"):
+  with pytest.raises(UserError,
+                     match=r"unknown config field 'config.schedule.base_rl'; did you mean 'schedule.base_lr'\?"):
     apply_override(config, "schedule.base_rl", "0.1")
   with pytest.raises(UserError, match=r"unknown config field 'config.totl_steps'; did you mean 'total_steps'\?"):
     apply_override(config, "totl_steps", "3")
@@ -48,7 +49,8 @@ def test_flags():
 
 @pytest.mark.parametrize("flag, message", [
     ("--config.model_name=inception_v5", "error: unknown model 'inception_v5'; did you mean 'inception_v4'?"),
-    ("--config.optimizer.nme=sgd", "error: unknown config field 'config.optimizer.nme'; did you mean 'optimizer.name'?"),
+    ("--config.optimizer.nme=sgd",
+     "error: unknown config field 'config.optimizer.nme'; did you mean 'optimizer.name'?"),
 ])
 def test_experiment_cli_errors_are_one_line(flag, message, tmp_path):
   proc = subprocess.run([sys.executable, "-m", "experiments.inception_v4", "--config=runlocal",

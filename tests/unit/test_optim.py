@@ -94,7 +94,7 @@ def test_no_norm_bias_mask_on_inception_next_is_timms():
 
   from inception_zoo import create_model
   from inception_zoo.convert import timm_key
-  from inception_zoo.sharding import path_str
+  from inception_zoo.pytree import path_str
 
   shapes = jax.eval_shape(create_model("inception_next_tiny").init, jax.random.key(0),
                           jnp.zeros((1, 224, 224, 3)))["params"]

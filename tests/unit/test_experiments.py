@@ -12,10 +12,10 @@ import tensorflow_datasets as tfds
 from inception_zoo import UserError, create_model
 from inception_zoo.data import datasets, pipeline, pp
 
-EXPERIMENTS = sorted(p.stem for p in (pathlib.Path(__file__).parent.parent / "experiments").glob("*.py")
+EXPERIMENTS = sorted(p.stem for p in (pathlib.Path(__file__).parents[2] / "experiments").glob("*.py")
                      if not p.stem.startswith(("_", "common")))
 # Their CPU settings run in full, through the same command line, in a claim test
-# (tests/test_claims*.py); a 2-step copy here would only repeat the compiles.
+# (tests/papers/test_claims*.py); a 2-step copy here would only repeat the compiles.
 RUN_IN_FULL_ELSEWHERE = {"inception_residual_ablation", "inception_v4", "inception_next", "vovnet", "swinv2",
                          "iformer", "random_pruning", "sparse_mobilenet", "meal_v2", "hawq", "denseshift",
                          # the theory, graph and prototype papers: small loops of their own (no trainer fields)
@@ -35,7 +35,7 @@ CLASSIFICATION = [n for n in EXPERIMENTS if hasattr(importlib.import_module(f"ex
 
 
 # Their CPU settings are Inception-v4's (run in full by a claim test) with another network, whose 1/8-width
-# train step alone takes minutes to compile here; the network is covered by tests/test_models.py and
+# train step alone takes minutes to compile here; the network is covered by tests/unit/test_models.py and
 # the parity tests, so the command path runs at the tiny width those use.
 SMALLER = {name: ["--config.model.width=0.0625", "--config.model.depths=(1, 1, 1)"]
            for name in ("inception_resnet_v1", "inception_resnet_v2")}

@@ -17,8 +17,8 @@ from jax.sharding import PartitionSpec as P
 
 from inception_zoo import UserError, create_model, sharding
 from inception_zoo.models import iformer
-from inception_zoo.sharding import path_str
-from inception_zoo.utils import flops
+from inception_zoo.pytree import path_str
+from inception_zoo.tools import flops
 
 # name -> (the paper's params in millions, its GFLOPs at 224 px and at 384 px, the official code's
 # fvcore count at 224 px from its model docstrings)

@@ -8,6 +8,7 @@ from jax.sharding import PartitionSpec as P
 
 from inception_zoo import UserError, create_model, sharding
 from inception_zoo.data import datasets, pp
+from inception_zoo.tools import sharding_plan
 from inception_zoo.train import classification, optim
 from inception_zoo.train.state import global_batch, init_state
 
@@ -106,8 +107,8 @@ def test_mesh_errors():
 
 def test_layout_table_cli(capsys):
   def total(mesh_flags):
-    sharding.main(["--experiment=inception_resnet_v2",  # the full-width network: shapes only
-                   *mesh_flags])
+    sharding_plan.main(["--experiment=inception_resnet_v2",  # the full-width network: shapes only
+                        *mesh_flags])
     out = capsys.readouterr().out.split("\n", 1)[1]  # the table, without the mesh line
     assert "params/conv2d_1a/conv/kernel" in out and "opt_state/" in out
     return out, int(out.strip().splitlines()[-1].split(":")[1].replace(",", ""))
@@ -120,5 +121,5 @@ def test_layout_table_cli(capsys):
 
 def test_layout_table_cli_errors(capsys):
   with pytest.raises(SystemExit):
-    sharding.main(["--experiment=inception_v4", "--config=runlocal", "--config.mesh.fsdp=3"])
+    sharding_plan.main(["--experiment=inception_v4", "--config=runlocal", "--config.mesh.fsdp=3"])
   assert capsys.readouterr().err.strip() == "error: mesh {'data': -1, 'fsdp': 3} does not divide 8 devices"

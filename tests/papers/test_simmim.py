@@ -13,6 +13,7 @@ from experiments import simmim_swinv2
 from inception_zoo import UserError, ckpt, create_model, sharding
 from inception_zoo.models.simmim import masked_l1, pixel_shuffle, random_masks, simmim as build_simmim
 from inception_zoo.metrics import read_metrics
+from inception_zoo.pytree import path_str
 from inception_zoo.train import classification, optim, simmim
 from inception_zoo.train.state import make_init, restore_or_init
 
@@ -62,9 +63,9 @@ def test_mask_token_replaces_only_masked_patches_and_the_encoder_keeps_classifie
   images = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
   variables = jax.jit(model.init)(jax.random.key(1), images)
   classifier = create_model("swinv2_tiny_window8_256", num_classes=10, **options)
-  paths = {sharding.path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(
+  paths = {path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(
       jax.eval_shape(classifier.init, jax.random.key(1), images))[0]}
-  mine = {sharding.path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(variables)[0]}
+  mine = {path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(variables)[0]}
   assert {p.split("/")[1] for p in mine - paths} == set(ckpt.PRETRAINING_ONLY)
   assert {p for p in paths - mine} == {"params/head/fc/kernel", "params/head/fc/bias"}
   apply = jax.jit(lambda v, mask: model.apply(v, images, mask)[0])
@@ -116,11 +117,11 @@ def test_pretraining_lowers_the_held_out_loss_and_finetuning_starts_from_the_enc
                                 checkpoints, head="head")
   checkpoints.close()
   loaded, _ = ckpt.load_weights(pre)
-  encoder = {sharding.path_str(p): v for p, v in jax.tree_util.tree_flatten_with_path(loaded["params"])[0]}
+  encoder = {path_str(p): v for p, v in jax.tree_util.tree_flatten_with_path(loaded["params"])[0]}
   assert "mask_token" in encoder and "decoder/kernel" in encoder
   params = jax.device_get(state.params)
   for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-    name = sharding.path_str(path)
+    name = path_str(path)
     if not name.startswith("head/"):
       np.testing.assert_array_equal(leaf, encoder[name], err_msg=name)
   fresh = jax.jit(make_init(model, tx, (32, 32, 3)))(jax.random.key(tune.seed))

@@ -11,7 +11,7 @@ import pytest
 from experiments import random_pruning
 from run_helpers import final_state
 from inception_zoo import UserError, create_model
-from inception_zoo.sharding import path_str
+from inception_zoo.pytree import path_str
 from inception_zoo.sparsity import gradual, masks, spmm, training
 from inception_zoo.train import classification, optim
 from inception_zoo.train.state import make_init
@@ -46,7 +46,7 @@ def test_masks_have_the_exact_per_layer_count(method, sparsity):
   m = masks.random_masks(jax.random.key(0), params, sparsity, method)
   dens = masks.layer_densities(SHAPES, sparsity, method)
   kept = 0
-  for name, shape in SHAPES.items():
+  for name in SHAPES:
     layer = m[name.split("/")[0]]["kernel"]
     assert int(layer.sum()) == round(dens[name] * SIZES[name])  # exact zero count per layer
     kept += int(layer.sum())
@@ -87,10 +87,12 @@ def sparse_config(config, **sparsity):
 def test_dense_configs_are_unchanged_and_bad_methods_fail(digits_config):
   schedule = optim.make_schedule(digits_config, 10, 100)
   assert "sparsity" not in digits_config
-  assert not isinstance(optim.make_optimizer(digits_config, schedule).init({"w": jnp.ones(2)}),
-                        training.SparsityState)
+  wrap = training.sparse_task(classification.CLASSIFICATION).wrap_optimizer
+  assert not isinstance(wrap(optim.make_optimizer(digits_config, schedule), digits_config).init(
+      {"w": jnp.ones(2)}), training.SparsityState)
   with pytest.raises(UserError, match="unknown sparsity method 'rigl'"):
-    optim.make_optimizer(sparse_config(digits_config, method="rigl", sparsity=0.5), schedule)
+    sparse_config(digits_config, method="rigl", sparsity=0.5)
+    wrap(optim.make_optimizer(digits_config, schedule), digits_config)
 
 
 def mlp_config(**sparsity):
@@ -103,7 +105,7 @@ def mlp_config(**sparsity):
 
 def test_first_forward_pass_sees_the_masked_weights(tmp_path):
   config = mlp_config(method="erk", sparsity=0.9)
-  s = classification.Setup(config, str(tmp_path), random_pruning.TASK)  # the loop masks a pruned run's task
+  s = classification.Setup(config, str(tmp_path), random_pruning.TASK)  # a sparse task: masked steps
   s.checkpoints.close()
   model, tx, schedule = s.model, s.tx, s.schedule
   state = jax.jit(make_init(model, tx, (8, 8, 1)))(jax.random.key(0))

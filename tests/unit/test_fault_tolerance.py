@@ -1,6 +1,5 @@
 """Runs that are killed, pre-empted or moved to another mesh resume and end where an uninterrupted
 run ends."""
-import os
 import random
 import signal
 
