@@ -1,4 +1,5 @@
-"""Building blocks shared by the convolutional families.
+"""Building blocks shared by the model families: convolutions with BN, pooling, stochastic depth,
+classifier heads, initialisers and small tensor helpers.
 
 Submodule names follow timm's module tree (`conv`, `bn`, list members `layers_<i>`), so that
 `inception_zoo.convert` maps a timm state dict onto Flax parameters by a rule instead of a table.
@@ -16,6 +17,35 @@ IntPair = Union[int, Tuple[int, int]]
 
 # He-normal suits ReLU networks trained from scratch (TF-slim's Inception used a similar scaled init).
 conv_init = nn.initializers.variance_scaling(2.0, "fan_in", "truncated_normal")
+# timm's (and the official ViT-style codes') init of Linear / 1x1 / embedding weights: a truncated
+# normal of std 0.02, biases at 0.
+dense_init = nn.initializers.truncated_normal(0.02)
+
+
+def scaled(width: float):
+  """Channel count at a width multiplier (1.0 is the paper's network): c -> max(1, round(c * width))."""
+  return lambda c: max(1, int(round(c * width)))
+
+
+def concat(xs):
+  return jnp.concatenate(xs, axis=-1)
+
+
+def l2_normalize(x, eps: float = 1e-12):
+  """x / max(||x||, eps) along the last axis: PyTorch's F.normalize, so references match."""
+  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
+
+
+def classifier_head(x, *, num_classes: int, drop_rate: float, name: str, train: bool):
+  """Global average pooling, dropout, linear layer (called inside a compact method).
+
+  Returns `(logits, pre_logits)`; with `num_classes=0` the logits are the pooled features.
+  """
+  pre_logits = jnp.mean(x, axis=(1, 2))
+  if num_classes == 0:
+    return pre_logits, pre_logits
+  x = nn.Dropout(drop_rate, deterministic=not train)(pre_logits)
+  return nn.Dense(num_classes, dtype=x.dtype, name=name)(x), pre_logits
 
 
 def _pair(v: IntPair) -> Tuple[int, int]:

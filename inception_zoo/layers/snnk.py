@@ -20,7 +20,8 @@ only meet in the final product. Two families of maps:
   one- or two-point mixtures; a continuous xi (e.g. a Gaussian activation, xi ~ N(0, 1)) has
   exp(xi^2 |x|^2 / 2) weights whose variance is infinite unless |x| is small, so it is left out, as is
   the paper's variance-reduction parameter M of its asymmetric features. The URF variance grows like
-  exp(|x|^2) for oscillating f: inputs of norm about 1 or less (the official code divides by d^(1/4)). The complex features are returned as real ones, [Re u, Im u] for the
+  exp(|x|^2) for oscillating f: inputs of norm about 1 or less (the official code divides by d^(1/4)). The
+  complex features are returned as real ones, [Re u, Im u] for the
   input and [Re v, -Im v] for the weights, so that a real dot product gives Re <u, v>.
 
 In the layer the weight features Psi(W, b) are the trainable parameters (initialised as the features of
@@ -29,7 +30,8 @@ an ordinary initial W, or of a pretrained one), and G is fixed by a seed. The SN
 Psi (m x d) and modulating vector s (d, zero-initialised: the adapter starts as the identity) are its
 only parameters, m d + d against a bottleneck adapter's 2 d r + r + d.
 
-Fully bundled network (the paper's neural network bundling): when every layer of a network is linear in its input's random
+Fully bundled network (the paper's neural network bundling): when every layer of a network is linear in its
+input's random
 features, the whole network is y = Phi(x) Psi for one parameter matrix Psi; for the mean squared error
 the optimal Psi has an explicit formula, the (ridge) least-squares solution on the feature matrix, so it
 is fitted without backpropagation (`bundled_fit`). Our reading: the bundled network's parameters are

@@ -22,11 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from inception_zoo.errors import UserError
-
-
-def l2_normalize(x, eps: float = 1e-6):
-  """x / max(||x||, eps) along the last axis (PyTorch's F.normalize, so the reference matches)."""
-  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
+from inception_zoo.layers.common import l2_normalize
 
 
 def codebook_perplexity(indices, codebook_size: int) -> Tuple[jax.Array, jax.Array]:
@@ -63,7 +59,7 @@ class VectorQuantizer(nn.Module):
     self.codebook = self.param("codebook", init, (self.codebook_size, d))
 
   def codes(self):
-    return l2_normalize(self.codebook) if self.l2_normalize else self.codebook
+    return l2_normalize(self.codebook, eps=1e-6) if self.l2_normalize else self.codebook
 
   def __call__(self, z) -> Tuple[jax.Array, Dict[str, Any]]:
     if z.shape[-1] != self.dim:
@@ -71,7 +67,7 @@ class VectorQuantizer(nn.Module):
     if self.factorised:
       z = self.project_in(z)
     if self.l2_normalize:
-      z = l2_normalize(z)
+      z = l2_normalize(z, eps=1e-6)
     codebook = self.codes()
     # argmin ||z - e||^2 = argmax z.e - ||e||^2 / 2
     scores = z @ codebook.T - 0.5 * jnp.sum(codebook ** 2, -1)

@@ -41,24 +41,17 @@ import jax
 import jax.numpy as jnp
 
 from inception_zoo.errors import UserError
-from inception_zoo.layers import Seq, check_image
-from inception_zoo.layers.common import drop_path, drop_path_rates
+from inception_zoo.layers import Mlp, Seq, check_image, dense_init, drop_path, drop_path_rates, layer_norm
 from inception_zoo.registry import register_model
 
 # Five stride-2 convolutions (two in the stem): 32 px leave one token at stride 32.
 MIN_SIZE = 32
 # The official init: truncated normal of std 0.02 for every Linear, Conv2d and position embedding
 # (the head included: `self.apply` calls `_init_vit_weights` without a name), zero biases.
-dense_init = nn.initializers.truncated_normal(0.02)
 
 
 def gelu(x):
   return nn.gelu(x, approximate=False)
-
-
-def layer_norm(dtype, name: str) -> nn.LayerNorm:
-  """The official `partial(nn.LayerNorm, eps=1e-6)`."""
-  return nn.LayerNorm(epsilon=1e-6, use_fast_variance=False, dtype=dtype, name=name)
 
 
 def dense(features: int, name: str, dtype, use_bias: bool = True) -> nn.Dense:
@@ -123,19 +116,6 @@ class InceptionMixer(nn.Module):
     return dense(c, "proj", self.dtype)(y)
 
 
-class Mlp(nn.Module):
-  """timm's Mlp: Linear, GELU, dropout, Linear, dropout."""
-  hidden: int
-  drop_rate: float = 0.0
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x, *, train):
-    out = x.shape[-1]
-    x = nn.Dropout(self.drop_rate, deterministic=not train)(gelu(dense(self.hidden, "fc1", self.dtype)(x)))
-    return nn.Dropout(self.drop_rate, deterministic=not train)(dense(out, "fc2", self.dtype)(x))
-
-
 class IFormerBlock(nn.Module):
   """x + DropPath(gamma_1 Mixer(LN(x))), then x + DropPath(gamma_2 Mlp(LN(x)))."""
   num_heads: int
@@ -157,10 +137,10 @@ class IFormerBlock(nn.Module):
       return y * self.param(name, nn.initializers.constant(self.layer_scale), (dim,)).astype(y.dtype)
 
     y = InceptionMixer(self.num_heads, self.attention_heads, self.pool_size, dtype=self.dtype,
-                       name="attn")(layer_norm(self.dtype, "norm1")(x))
+                       name="attn")(layer_norm(self.dtype, "norm1", eps=1e-6)(x))
     x = x + drop_path(self.drop_path, train)(scaled(y, "layer_scale_1"))
     y = Mlp(int(dim * self.mlp_ratio), self.drop_rate, self.dtype, name="mlp")(
-        layer_norm(self.dtype, "norm2")(x), train=train)
+        layer_norm(self.dtype, "norm2", eps=1e-6)(x), train=train)
     return x + drop_path(self.drop_path, train)(scaled(y, "layer_scale_2"))
 
 
@@ -272,7 +252,7 @@ class InceptionTransformer(nn.Module):
                 for j, rate in enumerate(rates[i])]
       x = Seq(blocks, name=f"blocks{i + 1}")(x, train=train)
       out[f"C{i + 2}"] = x
-    pre_logits = jnp.mean(layer_norm(self.dtype, "norm")(x), axis=(1, 2))
+    pre_logits = jnp.mean(layer_norm(self.dtype, "norm", eps=1e-6)(x), axis=(1, 2))
     out["pre_logits"] = pre_logits
     if self.num_classes == 0:
       return pre_logits, out

@@ -21,14 +21,13 @@ from typing import Any, Dict, Tuple
 import flax.linen as nn
 import jax.numpy as jnp
 
-from inception_zoo.layers import Seq, check_image
-from inception_zoo.layers.common import drop_path, drop_path_rates
+from inception_zoo.layers import Seq, check_image, dense_init, drop_path, drop_path_rates
 from inception_zoo.registry import register_model
 
 # Valid 4x4 stem and three valid 2x2 downsamplings: 32 px leave one pixel at stride 32.
 MIN_SIZE = 32
-# timm initialises every conv and linear weight with a (truncated) normal of std 0.02, biases at 0.
-dense_init = nn.initializers.truncated_normal(0.02)
+# timm initialises every conv and linear weight with a (truncated) normal of std 0.02 (`dense_init`),
+# biases at 0.
 
 
 def batch_norm(train: bool, momentum: float, dtype, name: str) -> nn.BatchNorm:

@@ -25,10 +25,8 @@ from typing import Any, Callable, Sequence, Tuple
 import flax.linen as nn
 import jax.numpy as jnp
 
-from inception_zoo.layers import ConvBN, Pool, Seq, check_image
-from inception_zoo.layers.common import conv_init
-from inception_zoo.models.inception_v4 import (MIN_SIZE, ReductionA, classifier_head, concat,
-                                               scaled, stem_v4)
+from inception_zoo.layers import ConvBN, Pool, Seq, check_image, classifier_head, concat, conv_init, scaled
+from inception_zoo.models.inception_v4 import MIN_SIZE, ReductionA, stem_v4
 from inception_zoo.registry import register_model
 
 

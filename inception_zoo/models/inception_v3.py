@@ -31,8 +31,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from inception_zoo.errors import UserError
-from inception_zoo.layers import ConvBN, Pool, check_image
-from inception_zoo.models.inception_v4 import classifier_head, concat, scaled
+from inception_zoo.layers import ConvBN, Pool, check_image, classifier_head, concat, scaled
 from inception_zoo.registry import register_model
 
 # Smallest input the valid-padded stem and reductions accept (Mixed_7a then leaves one pixel).

@@ -19,20 +19,11 @@ from typing import Any, Callable, Tuple
 import flax.linen as nn
 import jax.numpy as jnp
 
-from inception_zoo.layers import ConvBN, Pool, Seq, check_image
+from inception_zoo.layers import ConvBN, Pool, Seq, check_image, classifier_head, concat, scaled
 from inception_zoo.registry import register_model
 
 # Smallest input the valid-padded stem and reductions accept (299 is the paper's resolution).
 MIN_SIZE = 75
-
-
-def scaled(width: float) -> Callable[[int], int]:
-  """Channel count at a width multiplier (1.0 is the paper's network)."""
-  return lambda c: max(1, int(round(c * width)))
-
-
-def concat(xs):
-  return jnp.concatenate(xs, axis=-1)
 
 
 class Mixed3a(nn.Module):
@@ -101,7 +92,7 @@ class ReductionA(nn.Module):
   @nn.compact
   def __call__(self, x, *, train):
     conv, c = self.conv, self.c
-    k, l, m, n = self.klmn
+    k, l, m, n = self.klmn  # noqa: E741  (the paper's names, Table 1)
     return concat([
         conv(c(n), 3, strides=2, name="branch0")(x, train=train),
         Seq([conv(c(k), 1), conv(c(l), 3, padding=1), conv(c(m), 3, strides=2)],
@@ -164,18 +155,6 @@ class InceptionC(nn.Module):
         conv(c(256), **v3, name="branch2_3b")(x2, train=train),
         Seq([Pool("avg", padding=1), conv(c(256), 1)], name="branch3")(x, train=train),
     ])
-
-
-def classifier_head(x, *, num_classes: int, drop_rate: float, name: str, train: bool):
-  """Global average pooling, dropout, linear layer (called inside a compact method).
-
-  Returns `(logits, pre_logits)`; with `num_classes=0` the logits are the pooled features.
-  """
-  pre_logits = jnp.mean(x, axis=(1, 2))
-  if num_classes == 0:
-    return pre_logits, pre_logits
-  x = nn.Dropout(drop_rate, deterministic=not train)(pre_logits)
-  return nn.Dense(num_classes, dtype=x.dtype, name=name)(x), pre_logits
 
 
 class InceptionV4(nn.Module):

@@ -31,9 +31,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from inception_zoo.errors import UserError
-from inception_zoo.layers import Seq, check_image
+from inception_zoo.layers import Seq, check_image, classifier_head
 from inception_zoo.layers.common import conv_init, drop_path, drop_path_rates
-from inception_zoo.models.inception_v4 import classifier_head
 from inception_zoo.registry import register_model
 
 # Stride 32: the last stage's map is one pixel at 32 px.

@@ -37,83 +37,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from inception_zoo.errors import UserError
-from inception_zoo.layers import Seq, check_image
-from inception_zoo.models.inception_next import drop_path, drop_path_rates
+from inception_zoo.layers import Mlp, Seq, check_image, dense_init, drop_path, drop_path_rates, layer_norm
+from inception_zoo.layers.window import (relative_coords_table, relative_position_index, shift_mask,
+                                         window_and_shift, window_partition, window_reverse)
 from inception_zoo.registry import register_model
 
 # 4x4 patches and three 2x2 mergings leave one token at stride 32.
 MIN_SIZE = 32
 CPB_HIDDEN = 512  # the position-bias MLP's width (paper and timm)
 LOGIT_SCALE_MAX = math.log(1.0 / 0.01)  # tau >= 0.01
-# timm initialises every Linear with a truncated normal of std 0.02 and zero biases; the patch
-# embedding is a Conv2d and keeps PyTorch's default (kaiming_uniform with a = sqrt(5)).
-dense_init = nn.initializers.truncated_normal(0.02)
+# timm initialises every Linear with a truncated normal of std 0.02 (`dense_init`) and zero biases;
+# the patch embedding is a Conv2d and keeps PyTorch's default (kaiming_uniform with a = sqrt(5)).
 patch_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
-
-
-def layer_norm(dtype, name: str, init: float = 1.0) -> nn.LayerNorm:
-  """PyTorch LayerNorm (eps 1e-5) with its scale initialised at `init`."""
-  return nn.LayerNorm(epsilon=1e-5, use_fast_variance=False, scale_init=nn.initializers.constant(init),
-                      dtype=dtype, name=name)
-
-
-def window_and_shift(size: int, window: int, shifted: bool) -> Tuple[int, int]:
-  """(window, shift) along one axis of a map of `size` tokens: a window no smaller than the map
-  covers all of it and is not shifted (timm's rule); otherwise shifted blocks move by half a window."""
-  if size <= window:
-    return size, 0
-  return window, window // 2 if shifted else 0
-
-
-def relative_coords_table(window: Tuple[int, int], pretrained: Tuple[int, int]) -> np.ndarray:
-  """Log-spaced relative coordinates (Eq. 4) of every offset in a window, shape (2wh-1, 2ww-1, 2).
-
-  Offsets are scaled so that the largest one of the pre-training window (the window itself when
-  `pretrained` is 0) is 8, then mapped to sign(d) log2(1 + |d|) / log2(8): [-1, 1] at that window,
-  growing slowly beyond it, which is what lets the bias extrapolate to larger windows (Sec. 3.3)."""
-  axes = []
-  for w, p in zip(window, pretrained):
-    d = np.arange(-(w - 1), w, dtype=np.float32)
-    axes.append(d / max((p if p > 0 else w) - 1, 1) * 8)  # max(.., 1): a 1-token window has only 0
-  table = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)
-  return np.sign(table) * np.log2(np.abs(table) + 1.0) / math.log2(8)
-
-
-def relative_position_index(window: Tuple[int, int]) -> np.ndarray:
-  """(N, N) row of `relative_coords_table` (flattened) for each pair of the N = wh*ww tokens."""
-  wh, ww = window
-  coords = np.stack(np.meshgrid(np.arange(wh), np.arange(ww), indexing="ij")).reshape(2, -1)
-  rel = coords[:, :, None] - coords[:, None, :]
-  return (rel[0] + wh - 1) * (2 * ww - 1) + rel[1] + ww - 1
-
-
-def window_partition(x, window: Tuple[int, int]):
-  """(B, H, W, C) -> (B, windows, wh*ww, C), windows in row-major order."""
-  b, h, w, c = x.shape
-  wh, ww = window
-  x = x.reshape(b, h // wh, wh, w // ww, ww, c).transpose(0, 1, 3, 2, 4, 5)
-  return x.reshape(b, (h // wh) * (w // ww), wh * ww, c)
-
-
-def window_reverse(x, window: Tuple[int, int], size: Tuple[int, int]):
-  """Inverse of `window_partition` for a map of `size` = (H, W)."""
-  b, _, _, c = x.shape
-  (wh, ww), (h, w) = window, size
-  x = x.reshape(b, h // wh, w // ww, wh, ww, c).transpose(0, 1, 3, 2, 4, 5)
-  return x.reshape(b, h, w, c)
-
-
-def shift_mask(size: Tuple[int, int], window: Tuple[int, int], shift: Tuple[int, int]) -> np.ndarray:
-  """(windows, N, N) additive mask of a cyclically shifted (padded) map of `size`: -100 between
-  tokens that the shift brought together from different regions, 0 elsewhere (Swin V1, Sec. 3.2)."""
-  regions = np.zeros(size, np.float32)
-  (wh, ww), (sh, sw) = window, shift
-  # The same slices as timm, so a zero shift along one axis gives the same regions too.
-  for i, rows in enumerate((slice(0, -wh), slice(-wh, -sh), slice(-sh, None))):
-    for j, cols in enumerate((slice(0, -ww), slice(-ww, -sw), slice(-sw, None))):
-      regions[rows, cols] = 3 * i + j
-  r = window_partition(regions[None, :, :, None], window)[0, :, :, 0]
-  return np.where(r[:, None, :] != r[:, :, None], -100.0, 0.0).astype(np.float32)
 
 
 def normalize(x, eps: float = 1e-12):
@@ -173,18 +108,6 @@ class WindowAttention(nn.Module):
     return nn.Dense(c, kernel_init=dense_init, dtype=self.dtype, name="proj")(out)
 
 
-class Mlp(nn.Module):
-  hidden: int
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x):
-    out = x.shape[-1]
-    x = nn.Dense(self.hidden, kernel_init=dense_init, dtype=self.dtype, name="fc1")(x)
-    x = nn.gelu(x, approximate=False)
-    return nn.Dense(out, kernel_init=dense_init, dtype=self.dtype, name="fc2")(x)
-
-
 class SwinV2Block(nn.Module):
   """(Shifted) window attention and an MLP, each with a residual post-norm, on (B, H, W, C)."""
   num_heads: int
@@ -208,9 +131,9 @@ class SwinV2Block(nn.Module):
                         name="attn")(window_partition(y, (wh, ww)), mask)
     y = window_reverse(y, (wh, ww), size)[:, :h, :w]
     y = jnp.roll(y, (sh, sw), axis=(1, 2))
-    x = x + drop_path(self.drop_path, train)(layer_norm(self.dtype, "norm1", self.post_norm_init)(y))
-    y = Mlp(int(c * self.mlp_ratio), self.dtype, name="mlp")(x)
-    return x + drop_path(self.drop_path, train)(layer_norm(self.dtype, "norm2", self.post_norm_init)(y))
+    x = x + drop_path(self.drop_path, train)(layer_norm(self.dtype, "norm1", init=self.post_norm_init)(y))
+    y = Mlp(int(c * self.mlp_ratio), dtype=self.dtype, name="mlp")(x)
+    return x + drop_path(self.drop_path, train)(layer_norm(self.dtype, "norm2", init=self.post_norm_init)(y))
 
 
 class PatchMerging(nn.Module):

@@ -25,9 +25,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from inception_zoo.errors import UserError
-from inception_zoo.layers import ConvBN, Seq, check_image
+from inception_zoo.layers import ConvBN, Seq, check_image, classifier_head, concat
 from inception_zoo.layers.common import conv_init, drop_path, drop_path_rates
-from inception_zoo.models.inception_v4 import classifier_head, concat
 from inception_zoo.registry import register_model
 
 # Smallest input whose stride-32 stage output (C5) is at least one pixel.

@@ -44,6 +44,7 @@ import ml_collections
 import optax
 
 from inception_zoo.errors import UserError
+from inception_zoo.layers import l2_normalize
 from inception_zoo.train import loop
 from inception_zoo.train.state import TrainState, keep_if_finite
 
@@ -77,11 +78,6 @@ def positive_mask(box1: jax.Array, box2: jax.Array, height: int, width: int,
                   threshold: float = 0.7) -> jax.Array:
   """(B, N, N) 1.0 where cell i of view 1 and cell j of view 2 are a positive pair (Sec. 3.1)."""
   return (centre_distances(box1, box2, height, width) < threshold).astype(jnp.float32)
-
-
-def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
-  # F.normalize's rule: divide by max(norm, eps).
-  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
 
 
 def propagate(features: jax.Array, values: jax.Array, gamma: float = 2.0) -> jax.Array:

@@ -23,8 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
+from inception_zoo.layers import l2_normalize
 from inception_zoo.xc.batching import is_label, triplet_margin_ohnm
-from inception_zoo.xc.encoder import l2_normalize
 
 
 @functools.partial(jax.jit, static_argnums=2)

@@ -22,13 +22,10 @@ import numpy as np
 
 from inception_zoo.convert import read_safetensors, torch_to_flax_array
 from inception_zoo.errors import UserError
-from inception_zoo.sharding import path_str
+from inception_zoo.layers import l2_normalize
+from inception_zoo.pytree import path_str
 
 LN_EPS = 1e-12  # DistilBERT's LayerNorm epsilon
-
-
-def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
-  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
 
 
 class _Attention(nn.Module):

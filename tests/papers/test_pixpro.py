@@ -13,6 +13,7 @@ from experiments import pixpro as experiment
 from inception_zoo import sharding
 from inception_zoo.data import pipeline, pp
 from inception_zoo.errors import UserError
+from inception_zoo.layers import l2_normalize
 from inception_zoo.metrics import read_metrics
 from inception_zoo.train import pixpro
 
@@ -88,7 +89,7 @@ def test_propagation_module_normalises_the_transformed_values():
   module = pixpro.PixelPropagation(gamma=2.0, transform_layers=0)
   y = module.apply({}, x, train=False)
   flat = x.reshape(1, 6, 4)
-  np.testing.assert_allclose(y.reshape(1, 6, 4), pixpro.propagate(flat, pixpro.l2_normalize(flat)), rtol=1e-6)
+  np.testing.assert_allclose(y.reshape(1, 6, 4), pixpro.propagate(flat, l2_normalize(flat)), rtol=1e-6)
   with pytest.raises(UserError, match="transform_layers"):
     pixpro.PixelPropagation(transform_layers=3).init(jax.random.key(0), x, train=False)
 
@@ -110,8 +111,8 @@ def test_losses_on_a_hand_case():
 
 def test_pixcontrast_matches_brute_force():
   rng = np.random.default_rng(2)
-  q = np.asarray(pixpro.l2_normalize(jnp.asarray(rng.normal(size=(3, 4, 5)))))
-  k = np.asarray(pixpro.l2_normalize(jnp.asarray(rng.normal(size=(3, 4, 5)))))
+  q = np.asarray(l2_normalize(jnp.asarray(rng.normal(size=(3, 4, 5)))))
+  k = np.asarray(l2_normalize(jnp.asarray(rng.normal(size=(3, 4, 5)))))
   mask = (rng.uniform(size=(3, 4, 4)) < 0.3).astype(np.float32)
   losses = []
   for b in range(3):

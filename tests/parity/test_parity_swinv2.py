@@ -16,7 +16,7 @@ from timm_helpers import abstract_param_count, max_logit_error, randomized_timm
 
 from inception_zoo import UserError, ckpt, create_model
 from inception_zoo.convert import convert_timm
-from inception_zoo.models import swinv2
+from inception_zoo.layers import window as window_ops
 
 PARAMS = {"swinv2_tiny_window8_256": 28_347_154, "swinv2_tiny_window16_256": 28_347_154,
           "swinv2_small_window8_256": 49_728_418, "swinv2_small_window16_256": 49_728_418,
@@ -59,9 +59,9 @@ def test_window8_weights_transfer_like_timm(options):
 def test_relative_coordinates_and_index_equal_timm_buffers(window, pretrained):
   attn = timm.models.swin_transformer_v2.WindowAttention(
       32, (window, window), 2, pretrained_window_size=(pretrained, pretrained))
-  np.testing.assert_allclose(swinv2.relative_coords_table((window,) * 2, (pretrained,) * 2),
+  np.testing.assert_allclose(window_ops.relative_coords_table((window,) * 2, (pretrained,) * 2),
                              attn.relative_coords_table[0].numpy(), rtol=1e-6, atol=1e-7)
-  np.testing.assert_array_equal(swinv2.relative_position_index((window,) * 2),
+  np.testing.assert_array_equal(window_ops.relative_position_index((window,) * 2),
                                 attn.relative_position_index.numpy())
 
 
@@ -71,7 +71,7 @@ def test_shift_mask_equals_timm_buffer(size, window):
       32, (size, size), 2, window_size=window, shift_size=window // 2)
   padded = -(-size // window) * window
   np.testing.assert_array_equal(
-      swinv2.shift_mask((padded, padded), (window, window), (window // 2, window // 2)),
+      window_ops.shift_mask((padded, padded), (window, window), (window // 2, window // 2)),
       block.attn_mask.numpy())
 
 
