@@ -1,5 +1,6 @@
-"""Model families; importing this package registers every model with `inception_zoo.registry`."""
-from inception_zoo.models import (iformer, inception_next, inception_resnet, inception_v4,  # noqa: F401
-                                  swinv2, vovnet)
-from inception_zoo.models import mobilenet  # noqa: F401
-from inception_zoo.models import inception_v3, resnet  # noqa: F401
+"""Model families; importing this package registers every model with `inception_zoo.registry`
+(`list_models(task=...)` filters them by what they do)."""
+from inception_zoo.models import (dagnn, drct, hgnn, iformer, inception_next, inception_resnet,  # noqa: F401
+                                  inception_v3, inception_v4, mlp, mobilenet, poincare_resnet,
+                                  prob_discriminator, resnet, simmim, swinv2, terminator, vim, vit_vqgan,
+                                  vovnet)

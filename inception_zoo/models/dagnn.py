@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from inception_zoo.errors import UserError
 from inception_zoo.graph.propagate import Adjacency, propagate, propagate_steps
 from inception_zoo.models.mlp import MLP
+from inception_zoo.registry import register_model
 
 
 class DAGNN(nn.Module):
@@ -70,3 +71,13 @@ class DeepGCN(nn.Module):
                        in_axes=nn.broadcast, length=self.depth - 2)
       x, _ = middle(self.hidden, self.dropout, det, name="middle")(x, adj)
     return GCNLayer(self.num_classes, self.dropout, det, activate=False, name="last")(x, adj)
+
+
+@register_model(tags=("graph",))
+def dagnn(**kwargs) -> DAGNN:
+  return DAGNN(**kwargs)
+
+
+@register_model(tags=("graph",))
+def deep_gcn(**kwargs) -> DeepGCN:
+  return DeepGCN(**kwargs)

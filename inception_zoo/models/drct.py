@@ -26,23 +26,22 @@ Our reading where the paper is silent, following the public code:
   the window does not divide are reflect-padded at the bottom/right and the output cropped, as the
   official test-time `pre_process`/`post_process` do.
 
-Module names follow the official/spandrel state dict, so `spandrel_to_flax` loads its weights by the
-rule of `inception_zoo.convert`. The relative-position bias table is stored per head, (heads, (2w-1)^2):
+Module names follow the official/spandrel state dict, so `inception_zoo.convert.timm_to_flax` loads its
+weights (from a state dict of numpy arrays). The relative-position bias table is stored per head, (heads, (2w-1)^2):
 the transpose of the PyTorch table, which the rule transposes like any 2-D weight.
 """
-from typing import Any, Dict, Mapping, Tuple
+from typing import Any, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from inception_zoo.convert import timm_to_flax
 from inception_zoo.errors import UserError
-from inception_zoo.layers import Seq, check_image
-from inception_zoo.layers.common import drop_path, drop_path_rates
+from inception_zoo.layers import Mlp, Seq, check_image, dense_init, drop_path, drop_path_rates, layer_norm
 from inception_zoo.models.simmim import pixel_shuffle
-from inception_zoo.models.swinv2 import (Mlp, dense_init, layer_norm, relative_position_index,
-                                         shift_mask, window_and_shift, window_partition, window_reverse)
+from inception_zoo.layers.window import (relative_position_index, shift_mask, window_and_shift,
+                                         window_partition, window_reverse)
+from inception_zoo.registry import register_model
 
 RGB_MEAN = (0.4488, 0.4371, 0.4040)  # DIV2K's mean, as the official code
 LAYERS_PER_GROUP = 5
@@ -109,7 +108,7 @@ class SwinBlock(nn.Module):
         window_partition(y, (wh, ww)), mask)
     y = jnp.roll(window_reverse(y, (wh, ww), (h, w)), (sh, sw), axis=(1, 2))
     x = x + drop_path(self.drop_path, train)(y)
-    y = Mlp(int(c * self.mlp_ratio), self.dtype, name="mlp")(layer_norm(self.dtype, "norm2")(x))
+    y = Mlp(int(c * self.mlp_ratio), dtype=self.dtype, name="mlp")(layer_norm(self.dtype, "norm2")(x))
     return x + drop_path(self.drop_path, train)(y)
 
 
@@ -223,12 +222,6 @@ class PatchEmbed(nn.Module):
     return layer_norm(self.dtype, "norm")(x)
 
 
-def spandrel_to_flax(state_dict: Mapping[str, Any], variables: Dict[str, Any]) -> Dict[str, Any]:
-  """Fills `variables` (arrays or `jax.eval_shape` structs of a DRCT) from the official / spandrel
-  PyTorch state dict (numpy arrays); strict, as `inception_zoo.convert.timm_to_flax`."""
-  return timm_to_flax(state_dict, variables)
-
-
 # The paper's models (official options/train/*.yml): 180 channels, 6 heads, 16x16 windows, MLP ratio 2,
 # gc 32; DRCT 6 groups (14.1M parameters at x4, the official README), DRCT-L 12 (27.6M).
 VARIANTS = {
@@ -245,3 +238,18 @@ def create_drct(variant: str, **kwargs) -> DRCT:
   if variant not in VARIANTS:
     raise UserError(f"unknown DRCT variant '{variant}' ({', '.join(VARIANTS)})")
   return DRCT(**{**VARIANTS[variant], **kwargs})
+
+
+@register_model(tags=("super-resolution",))
+def drct(**kwargs) -> DRCT:
+  return create_drct("drct", **kwargs)
+
+
+@register_model(tags=("super-resolution",))
+def drct_l(**kwargs) -> DRCT:
+  return create_drct("drct_l", **kwargs)
+
+
+@register_model(tags=("super-resolution",))
+def drct_tiny(**kwargs) -> DRCT:
+  return create_drct("drct_tiny", **kwargs)

@@ -8,6 +8,7 @@ smoothing as in dhg's `HGNNConv`), ReLU and dropout between them: the official L
 import flax.linen as nn
 
 from inception_zoo.graph.hypergraph import Hypergraph, smooth
+from inception_zoo.registry import register_model
 
 
 class HGNNConv(nn.Module):
@@ -28,3 +29,8 @@ class HGNN(nn.Module):
     h = nn.relu(HGNNConv(self.hidden, name="conv0")(x, hg))
     h = nn.Dropout(self.dropout, deterministic=not train)(h)
     return HGNNConv(self.num_classes, name="conv1")(h, hg)
+
+
+@register_model(tags=("graph",))
+def hgnn(**kwargs) -> HGNN:
+  return HGNN(**kwargs)

@@ -2,6 +2,8 @@
 KDD 2020) and LightHGNN's student (Feng et al., ICLR 2024), which sees vertex features only."""
 import flax.linen as nn
 
+from inception_zoo.registry import register_model
+
 
 class MLP(nn.Module):
   """dropout(input_dropout) -> Dense(hidden) -> ReLU -> dropout -> Dense(num_classes): logits."""
@@ -16,3 +18,8 @@ class MLP(nn.Module):
     h = nn.relu(nn.Dense(self.hidden, name="fc0")(x))
     h = nn.Dropout(self.dropout, deterministic=not train)(h)
     return nn.Dense(self.num_classes, name="fc1")(h)
+
+
+@register_model(tags=("graph",))
+def graph_mlp(**kwargs) -> MLP:
+  return MLP(**kwargs)

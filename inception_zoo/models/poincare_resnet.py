@@ -27,6 +27,7 @@ from inception_zoo.geometry.poincare import (PoincareBatchNorm, PoincareConv2d, 
                                              check_curvature, expmap0, logmap0, mobius_add,
                                              tangent_relu)
 from inception_zoo.layers import check_image
+from inception_zoo.registry import register_model
 
 
 class PoincareBlock(nn.Module):
@@ -82,3 +83,8 @@ class PoincareResNet(nn.Module):
     out["pre_logits"] = jnp.mean(logmap0(x, c), axis=(1, 2))
     y = PoincareLinear(self.num_classes, c, id_init=self.id_init, name="fc")(expmap0(out["pre_logits"], c))
     return logmap0(y, c), out
+
+
+@register_model(tags=("hyperbolic",))
+def poincare_resnet(**kwargs) -> PoincareResNet:
+  return PoincareResNet(**kwargs)

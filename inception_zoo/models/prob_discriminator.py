@@ -8,11 +8,13 @@ and binary cross-entropy). Layout of the official `models/discriminator.py` (szq
 (the last one too), with K = 8 for ImageNet (1000 -> 125 -> 15 -> 2). Its two outputs are the
 logits of "student" and "teacher" under `BCEWithLogitsLoss` (`discriminator_loss` in train/distill.py).
 
-Not an image model, so not in the registry: train/distill.py builds it beside the student.
+Not an image model (registered as `meal_v2_discriminator`, task 'distillation'): train/distill.py builds it
+beside the student.
 """
 import flax.linen as nn
 
 from inception_zoo.errors import UserError
+from inception_zoo.registry import register_model
 
 
 class ProbDiscriminator(nn.Module):
@@ -30,3 +32,8 @@ class ProbDiscriminator(nn.Module):
       x = nn.relu(nn.Dense(width, name=f"fc{i + 1}")(x))
     # The official network ends in a ReLU too, so both scores are >= 0 before the sigmoid.
     return nn.relu(nn.Dense(2, name="fc3")(x))
+
+
+@register_model(tags=("distillation",))
+def meal_v2_discriminator(**kwargs) -> ProbDiscriminator:
+  return ProbDiscriminator(**kwargs)

@@ -23,8 +23,9 @@ import jax
 import jax.numpy as jnp
 
 from inception_zoo.errors import UserError
-from inception_zoo.models.swinv2 import SwinTransformerV2, dense_init
-from inception_zoo.registry import create_model
+from inception_zoo.layers import dense_init
+from inception_zoo.models.swinv2 import SwinTransformerV2
+from inception_zoo.registry import create_model, register_model
 
 
 def random_masks(key: jax.Array, batch: int, img_size: int, mask_patch_size: int, patch_size: int,
@@ -90,3 +91,16 @@ class SimMIM(nn.Module):
 def simmim(encoder_name: str, **options) -> SimMIM:
   """SimMIM around the registered Swin V2 `encoder_name` built with `options` (img_size, ...)."""
   return SimMIM(create_model(encoder_name, num_classes=0, global_pool="", **options))
+
+
+def _register(encoder_name: str):
+  """`simmim_<encoder>`: create_model options are the Swin V2 encoder's (img_size, window_size, ...)."""
+  def build(**options) -> SimMIM:
+    return simmim(encoder_name, **options)
+  build.__name__ = f"simmim_{encoder_name}"
+  register_model(build, tags=("self-supervised",), options=SwinTransformerV2)
+
+
+for _encoder in ("swinv2_tiny_window8_256", "swinv2_small_window8_256", "swinv2_base_window8_256"):
+  _register(_encoder)
+

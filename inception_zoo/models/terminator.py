@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from inception_zoo.errors import UserError
+from inception_zoo.registry import register_model
 
 EPS = 1e-5
 
@@ -186,3 +187,14 @@ class PlainCNN(nn.Module):
       features[f"block{i}"] = nn.Dense(self.width, name=f"conv{i}")(jnp.concatenate(windows, -1))
       x = nn.relu(features[f"block{i}"])
     return nn.Dense(self.num_classes, name="head")(x.mean(_spatial_axes(x))), features
+
+
+@register_model(tags=("sequence",))
+def terminator(**kwargs) -> Terminator:
+  return Terminator(**kwargs)
+
+
+@register_model(tags=("sequence",))
+def terminator_plain_cnn(**kwargs) -> PlainCNN:
+  """The same-size CNN baseline of the Terminator experiment."""
+  return PlainCNN(**kwargs)

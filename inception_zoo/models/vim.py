@@ -20,8 +20,9 @@ import jax
 import jax.numpy as jnp
 
 from inception_zoo.errors import UserError
-from inception_zoo.models.iformer import dense_init
+from inception_zoo.layers import dense_init
 from inception_zoo.models.vit_vqgan import Transformer
+from inception_zoo.registry import register_model
 
 # (depth, width, heads, MLP width).
 SIZES = {"base": (24, 1536, 16, 6144), "large": (36, 2048, 32, 8192)}
@@ -75,3 +76,8 @@ def sample(model: VIM, params, labels, key, temperature: float = 1.0):
 
   tokens, _ = jax.lax.scan(step, jnp.zeros((b, n), jnp.int32), jnp.arange(n))
   return tokens
+
+
+@register_model(tags=("generative",))
+def vim(**kwargs) -> VIM:
+  return VIM(**kwargs)

@@ -25,8 +25,9 @@ import jax
 import jax.numpy as jnp
 
 from inception_zoo.errors import UserError
+from inception_zoo.layers import Mlp, dense_init
 from inception_zoo.layers.vq import VectorQuantizer
-from inception_zoo.models.iformer import Mlp, dense_init
+from inception_zoo.registry import register_model
 
 # (depth, width, heads, MLP width) of the paper's Table 1 transformers.
 SIZES = {"small": (8, 512, 8, 2048), "base": (12, 768, 12, 3072), "large": (32, 1280, 16, 5120)}
@@ -233,3 +234,8 @@ def vqgan_loss(x, recon, aux, *, weights: Dict[str, float] = LOSS_WEIGHTS, perce
     terms["adversarial"] = generator_adversarial_loss(fake_logits)
   total = terms["vq"] + sum(weights[k] * v for k, v in terms.items() if k != "vq")
   return total, terms
+
+
+@register_model(tags=("generative",))
+def vit_vqgan(**kwargs) -> ViTVQGAN:
+  return ViTVQGAN(**kwargs)

@@ -1,13 +1,16 @@
-"""Every registered model: forward and backward at a tiny size, feature maps, and input errors."""
+"""Every registered image backbone: forward and backward at a tiny size, feature maps, and input errors;
+every model module registers its models, filterable by task."""
+import pathlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from inception_zoo import UserError, create_model, list_models
-from inception_zoo.sharding import path_str
+from inception_zoo import UserError, create_model, list_models, registry
+from inception_zoo.pytree import path_str
 
-MODELS = list_models()
+MODELS = list_models(task="classification")
 
 
 def tiny(name, **kwargs):
@@ -42,6 +45,18 @@ def test_registry_lists_the_paper_models():
   # The compression papers' networks (issue 5)
   assert {"resnet18", "resnet20", "resnet50", "wide_resnet50_2", "inception_v3", "mobilenetv1_100",
           "mobilenetv2_100", "efficientnet_b0", "senet154", "resnet152s"} <= set(MODELS)
+
+
+def test_every_model_module_registers_and_tasks_filter():
+  modules = {p.stem for p in (pathlib.Path(registry.__file__).parent / "models").glob("*.py")} - {"__init__"}
+  registered = {registry._MODELS[n].__module__.rsplit(".", 1)[1] for n in list_models()}
+  assert modules == registered, f"model modules that register nothing: {sorted(modules - registered)}"
+  by_task = {t: set(list_models(task=t)) for t in registry.TASKS}
+  assert all(by_task.values()), {t: len(v) for t, v in by_task.items()}
+  assert set().union(*by_task.values()) == set(list_models())
+  assert "drct" in by_task["super-resolution"] and "drct" not in by_task["classification"]
+  with pytest.raises(UserError, match="unknown task 'clasification'; did you mean 'classification'"):
+    list_models(task="clasification")
 
 
 @pytest.mark.parametrize("name", distinct_tiny_models())
