@@ -1,13 +1,7 @@
 """What the experiments' settings share: the CPU settings' embedded digits input, and for the full
 ImageNet-1k settings the tfds loader, the preprocessing string built from each paper's choices, and the
 logging / evaluation / checkpoint cadence of a long run."""
-from typing import Tuple
-
 import ml_collections
-import numpy as np
-
-from inception_zoo.data import datasets
-from inception_zoo.errors import UserError
 
 
 def imagenet(c: ml_collections.ConfigDict, *, size: int, eval_resize: int, batch_size: int,
@@ -39,24 +33,3 @@ def digits(c: ml_collections.ConfigDict, *, size: int = 0, rgb: bool = True, bat
   c.input.update(data="digits", train_split="train", eval_split="test", batch_size=batch_size,
                  eval_batch_size=eval_batch_size, pp_train="|".join(ops), pp_eval="|".join(ops),
                  num_threads=num_threads)
-
-
-def require_cpu_data(c: ml_collections.ConfigDict, data: str):
-  """Refuses a setting given as config only (the paper's full scale, whose data or trainer is not here):
-  the experiment runs on `data` ("digits", "sample_images", "synthetic")."""
-  if c.data != data:
-    raise UserError(f"the '{c.data}' setting is given as config only; this experiment runs the "
-                    f"{data.replace('_', '-')} setting (--config=runlocal)")
-
-
-def grey_images(data: str, split: str) -> Tuple[np.ndarray, np.ndarray]:
-  """Images (N, H, W) in [0, 1] and int32 labels: embedded digits or a prepared tfds dataset."""
-  if data == "digits":
-    images, labels = datasets.digits_arrays(split, flat=False)
-    return images[..., 0], labels
-  if not data.startswith("tfds:"):
-    raise UserError(f"unknown data '{data}' (digits, or tfds:mnist / tfds:fashion_mnist / tfds:kmnist)")
-  source = datasets.tfds_source(data[len("tfds:"):], split).source
-  examples = [source[i] for i in range(len(source))]
-  images = np.stack([np.asarray(e["image"])[..., 0] for e in examples]).astype(np.float32) / 255.0
-  return images, np.asarray([e["label"] for e in examples], np.int32)

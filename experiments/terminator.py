@@ -23,7 +23,7 @@ local kernels 3 and 5, SIREN slow nets of 2 layers of 32 (omega_0 10); plain CNN
 (kernel 3) of width 64 (1D) / 37 (2D), so both have about 13k parameters; Adam (lr 3e-3) through
 `inception_zoo.train.fullbatch.fit`, 150 steps on random mini-batches of 64 (one per step's key); the
 batch standardisation's statistics are set to the training set's before evaluation
-(`protonet.calibrate_batch_stats`).
+(`train.state.calibrate_batch_stats`).
 
 Full settings (for a GPU): sequential MNIST (`get_config()`) and permuted MNIST (`--config=pmnist`), the
 paper's pixel-level 1D benchmarks: tfds `mnist` (prepare it once with `tfds build mnist`), each 28x28
@@ -45,13 +45,13 @@ import ml_collections
 import numpy as np
 import optax
 
-from experiments import common
+from inception_zoo.data import datasets
 from inception_zoo.errors import UserError
 from inception_zoo.main import run_experiment
 from inception_zoo.metrics import MetricWriter
 from inception_zoo.models import terminator
-from inception_zoo.proto.protonet import calibrate_batch_stats
 from inception_zoo.train.fullbatch import fit
+from inception_zoo.train.state import calibrate_batch_stats
 from inception_zoo.utils import plots
 
 
@@ -79,7 +79,7 @@ def pixel_permutation(config) -> np.ndarray | None:
 def load_views(config, split: str) -> Tuple[Dict[str, np.ndarray], np.ndarray]:
   """The split's images (N, H, W) in [0, 1] as sequences (N, H * W, 1), the row-major raster (pixel
   (r, c) at step r * W + c) or its fixed permutation, and as images (N, H, W, 1); int32 labels."""
-  images, labels = common.grey_images(config.data, split)
+  images, labels = datasets.grey_images(config.data, split)
   permutation = pixel_permutation(config)
   out = {}
   for view in config.views:

@@ -124,3 +124,11 @@ def run_experiment(get_config: Callable[[Optional[str]], ml_collections.ConfigDi
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     raise SystemExit(2)
+
+
+def require_cpu_data(c: ml_collections.ConfigDict, data: str):
+  """Refuses a setting given as config only (the paper's full scale, whose data or trainer is not here):
+  the experiment runs on `data` ("digits", "sample_images", "synthetic")."""
+  if c.data != data:
+    raise UserError(f"the '{c.data}' setting is given as config only; this experiment runs the "
+                    f"{data.replace('_', '-')} setting (--config=runlocal)")

@@ -13,7 +13,7 @@ A source has `len()` and `[i] -> {"image": HWC uint8, "label": int}`.
 import dataclasses
 import functools
 import os
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -149,3 +149,16 @@ def get_dataset(name: str, split: str, data_dir: Optional[str] = None) -> Datase
     raise UserError(f"unknown dataset '{name}'{did_you_mean(name, _DATASETS)} "
                     f"(embedded: {sorted(_DATASETS)}; or 'tfds:<name>')")
   return _DATASETS[name](split, data_dir)
+
+
+def grey_images(data: str, split: str) -> Tuple[np.ndarray, np.ndarray]:
+  """Images (N, H, W) in [0, 1] and int32 labels: embedded digits or a prepared tfds dataset."""
+  if data == "digits":
+    images, labels = digits_arrays(split, flat=False)
+    return images[..., 0], labels
+  if not data.startswith("tfds:"):
+    raise UserError(f"unknown data '{data}' (digits, or tfds:mnist / tfds:fashion_mnist / tfds:kmnist)")
+  source = tfds_source(data[len("tfds:"):], split).source
+  examples = [source[i] for i in range(len(source))]
+  images = np.stack([np.asarray(e["image"])[..., 0] for e in examples]).astype(np.float32) / 255.0
+  return images, np.asarray([e["label"] for e in examples], np.int32)

@@ -36,6 +36,13 @@ def l2_normalize(x, eps: float = 1e-12):
   return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
 
 
+def pairwise_distance(x, w, eps: float = 1e-8):
+  """Euclidean distances (N, K) between rows of x (N, D) and w (K, D); a safe gradient at zero (the
+  squared distance is clipped at `eps` before the square root)."""
+  sq = jnp.sum(x * x, -1, keepdims=True) - 2 * x @ w.T + jnp.sum(w * w, -1)
+  return jnp.sqrt(jnp.maximum(sq, eps))
+
+
 def classifier_head(x, *, num_classes: int, drop_rate: float, name: str, train: bool):
   """Global average pooling, dropout, linear layer (called inside a compact method).
 

@@ -114,6 +114,12 @@ def restore_or_init(config: ml_collections.ConfigDict, model: nn.Module,
   return state, shardings, {}
 
 
+def calibrate_batch_stats(model: nn.Module, variables: Dict[str, Any], x: jax.Array) -> Dict[str, Any]:
+  """BN running statistics := the batch statistics of `x` (one train-mode pass with momentum 0)."""
+  _, updates = model.clone(bn_momentum=0.0).apply(variables, x, train=True, mutable=["batch_stats"])
+  return {**variables, "batch_stats": updates["batch_stats"]}
+
+
 def global_batch(mesh: jax.sharding.Mesh, local: Dict[str, np.ndarray]) -> Dict[str, jax.Array]:
   """This process's rows -> global arrays split over the mesh's data axes."""
   return {k: jax.make_array_from_process_local_data(

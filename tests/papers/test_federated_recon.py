@@ -10,7 +10,8 @@ from sklearn.neighbors import NearestCentroid
 
 from experiments import federated_recon
 from inception_zoo.errors import UserError
-from inception_zoo.proto import federated, protonet
+from inception_zoo.projects.federated_recon import federated, protonet
+from inception_zoo.train.state import calibrate_batch_stats
 
 
 def test_conv4_has_the_papers_size_on_omniglot():
@@ -27,7 +28,7 @@ def test_conv4_has_the_papers_size_on_omniglot():
 def test_conv4_batch_stats_calibration():
   model = protonet.Conv4(width=4, depth=1)
   x = jax.random.normal(jax.random.key(0), (6, 4, 4, 1)) * 3 + 1
-  variables = protonet.calibrate_batch_stats(model, model.init(jax.random.key(1), x), x)
+  variables = calibrate_batch_stats(model, model.init(jax.random.key(1), x), x)
   # eval mode now normalises like train mode on that batch (up to BN's epsilon)
   train_out, _ = model.apply(variables, x, train=True, mutable=["batch_stats"])
   np.testing.assert_allclose(model.apply(variables, x), train_out, atol=1e-3)

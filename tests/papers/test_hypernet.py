@@ -10,7 +10,8 @@ from hyperlight import HyperNet as TorchHyperNet
 
 from experiments import mip_hypernet
 from inception_zoo.errors import UserError
-from inception_zoo.hyper.hypernet import HyperNet, leaf_names, parameter_norm
+from inception_zoo.projects.mip_hypernet.hypernet import HyperNet, leaf_names, parameter_norm
+from inception_zoo.projects.mip_hypernet.run import METHODS
 
 
 class Primary(nn.Module):
@@ -64,7 +65,7 @@ def test_initialisation_matches_hyperlight_in_distribution():
 
 def test_output_magnitude_follows_the_input_only_without_mip():
   # The paper's diagnosis (Sec. 3): at initialisation the baseline's theta scales with |gamma|.
-  for method, spec in mip_hypernet.METHODS.items():
+  for method, spec in METHODS.items():
     hyper = HyperNet(Primary(), (6, 6, 2), **spec)
     variables = hyper.init(jax.random.key(0), jnp.zeros((1,)))
     norms = [float(parameter_norm(hyper.apply(variables, jnp.array([g])))) for g in (0.1, 0.5, 1.0)]

@@ -7,7 +7,7 @@ import pytest
 
 from experiments import neural_collapse
 from inception_zoo.errors import UserError
-from inception_zoo.theory import neural_collapse as ncl
+from inception_zoo.projects.neural_collapse import neural_collapse as ncl
 
 
 def _simplex_etf(k, d, key):

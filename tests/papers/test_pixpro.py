@@ -15,7 +15,7 @@ from inception_zoo.data import pipeline, pp
 from inception_zoo.errors import UserError
 from inception_zoo.layers import l2_normalize
 from inception_zoo.metrics import read_metrics
-from inception_zoo.train import pixpro
+from inception_zoo.projects.pixpro import pixpro, run as driver, scenes
 
 
 def _random_boxes(rng, n):
@@ -138,15 +138,15 @@ class Setting:
 
   def __init__(self):
     self.config = experiment.get_config("runlocal")
-    self.model, self.tx = experiment.build_model(self.config), experiment.make_tx(self.config)
+    self.model, self.tx = driver.build_model(self.config), driver.make_tx(self.config)
     self.mesh = sharding.make_mesh(self.config.mesh.to_dict())
-    self.init, self.shardings = experiment.initial_state(self.model, self.tx, self.config, self.mesh)
+    self.init, self.shardings = driver.initial_state(self.model, self.tx, self.config, self.mesh)
     self.step = pixpro.make_train_step(self.model, self.tx, self.config.total_steps)
-    images = experiment.load_images(self.config)
-    self.batches = self.stream(self.config, experiment.pretraining_source(self.config, images))
+    images = scenes.load_images(self.config)
+    self.batches = self.stream(self.config, driver.pretraining_source(self.config, images))
 
   def stream(self, config, source):
-    return experiment.batch_stream(source, config, self.mesh)
+    return driver.batch_stream(source, config, self.mesh)
 
   def pretrain(self, workdir, steps, weights=None, config=None, batches=None):
     return pixpro.pretrain(self.step, self.init, batches or self.batches, weights or PIXEL,
@@ -201,7 +201,7 @@ def test_pretraining_on_mocked_imagenet(setting, tmp_path):
   config = _with(setting.config, data=full.data, jitter=full.jitter, jitter_p=full.jitter_p,
                  grayscale_p=full.grayscale_p, blur_p=full.blur_p, solarize_p=full.solarize_p, log_every=1)
   with tfds.testing.mock_data(num_examples=16):
-    batches = setting.stream(config, experiment.pretraining_source(config))
+    batches = setting.stream(config, driver.pretraining_source(config))
     state = setting.pretrain(tmp_path, 2, config=config, batches=batches)
   assert int(state.step) == 2
   rows = [r for r in read_metrics(str(tmp_path)) if "train/loss" in r]
@@ -214,9 +214,9 @@ def test_full_setting_is_consistent():
   config = experiment.get_config()
   assert (config.batch_size, config.learning_rate, config.view_size) == (1024, 4.0, 224)
   with tfds.testing.mock_data(num_examples=4):
-    ex = pipeline.preview(experiment.pretraining_source(config), experiment.views(config))
+    ex = pipeline.preview(driver.pretraining_source(config), driver.views(config))
   assert ex["view1"].shape == ex["view2"].shape == (224, 224, 3) and ex["box1"].shape == (4,)
-  model = experiment.build_model(config)
+  model = driver.build_model(config)
   variables = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 224, 224, 3)))
   out = jax.eval_shape(lambda v, x: model.apply(v, x, method=pixpro.PixPro.target), variables,
                        jnp.zeros((2, 224, 224, 3)))
@@ -228,7 +228,7 @@ def test_settings():
     experiment.get_config("imagenet")
   full = experiment.get_config()
   params = {"conv": {"kernel": jnp.ones((3, 3)), "bias": jnp.ones((3,))}, "bn": {"scale": jnp.ones((3,))}}
-  tx = experiment.make_tx(full)  # LARS: no decay, no trust ratio for biases and BN
+  tx = driver.make_tx(full)  # LARS: no decay, no trust ratio for biases and BN
   updates, _ = tx.update(params, tx.init(params), params)
   np.testing.assert_allclose(updates["bn"]["scale"], updates["conv"]["bias"])
 
@@ -269,7 +269,7 @@ def _neighbours(arr, dy: int, dx: int):
 
 def test_textured_shapes_labels_name_the_texture_drawn():
   photos = [np.full((80, 90, 3), 128, np.uint8)]
-  images, labels = experiment.textured_shapes(photos, 12, 48, np.random.default_rng(0))
+  images, labels = scenes.textured_shapes(photos, 12, 48, np.random.default_rng(0))
   assert images.shape == (12, 48, 48, 3) and images.dtype == np.uint8 and labels.max() <= 4
   assert np.all(images[labels == 0] == 128)  # the photograph under the shapes
   # Neighbours along a stripe have one colour: along rows, columns, anti-diagonals for labels 1, 2, 3;
@@ -284,4 +284,4 @@ def test_textured_shapes_labels_name_the_texture_drawn():
 
 def test_bad_probe_area_is_one_line_error(tmp_path):
   with pytest.raises(UserError, match="probe_area"):
-    experiment.run(_with(experiment.get_config("textured"), probe_area=(30.0,)), str(tmp_path))
+    driver.run(_with(experiment.get_config("textured"), probe_area=(30.0,)), str(tmp_path))

@@ -8,9 +8,10 @@ import pytest
 import tensorflow_datasets as tfds
 import torch
 
-from experiments import common, prob_psenn
+from experiments import prob_psenn
+from inception_zoo.data import datasets
 from inception_zoo.errors import UserError
-from inception_zoo.proto import psenn
+from inception_zoo.projects.prob_psenn import psenn, run as driver
 
 
 def _np_entropy(p):
@@ -108,16 +109,16 @@ def test_explanation_variability_counts_changes_of_the_nearest_prototype():
 
 def test_ood_sets_and_full_setting_loader():
   images = np.random.default_rng(0).uniform(size=(5, 8, 8)).astype(np.float32)
-  sets = prob_psenn.ood_sets(images, ("inverted", "rotated", "noise", "patches"), np.random.default_rng(1), 4)
+  sets = driver.ood_sets(images, ("inverted", "rotated", "noise", "patches"), np.random.default_rng(1), 4)
   for name, ood in sets.items():
     assert ood.shape == (5, 8, 8) and 0 <= ood.min() <= ood.max() <= 1, name
   np.testing.assert_allclose(sets["inverted"], 1 - images)
   np.testing.assert_allclose(sets["rotated"][:, 0, :], images[:, :, -1])
   with tfds.testing.mock_data(num_examples=5):
-    x, y = common.grey_images(prob_psenn.get_config().data, "train")
+    x, y = datasets.grey_images(prob_psenn.get_config().data, "train")
   assert x.shape == (5, 28, 28) and y.shape == (5,) and 0 <= x.min() <= x.max() <= 1
   with pytest.raises(UserError, match="unknown OOD set 'blur'"):
-    prob_psenn.ood_sets(images, ("blur",), np.random.default_rng(1), 4)
+    driver.ood_sets(images, ("blur",), np.random.default_rng(1), 4)
   with pytest.raises(UserError, match="unknown setting 'x'"):
     prob_psenn.get_config("x")
 

@@ -8,7 +8,8 @@ import pytest
 
 from experiments import robust_cbc
 from inception_zoo.errors import UserError
-from inception_zoo.proto import cbc
+from inception_zoo.layers import pairwise_distance
+from inception_zoo.projects.robust_cbc import cbc
 
 
 def _random_reasoning(rng, k, r):
@@ -112,10 +113,10 @@ def test_no_perturbation_inside_the_radius_changes_the_class():
 def test_glvq_certificate_is_tight_between_two_prototypes():
   prototypes = jnp.array([[0.0, 0.0], [2.0, 0.0]])
   x = jnp.array([[0.6, 0.0]])
-  dist = cbc.pairwise_distance(x, prototypes)
+  dist = pairwise_distance(x, prototypes)
   radius = float(cbc.glvq_certified_radius(dist, jnp.array([0, 1]), jnp.array([0]))[0])
   assert radius == pytest.approx(0.4, abs=1e-6)  # (1.4 - 0.6) / 2: the midpoint is 0.4 away
-  moved = cbc.pairwise_distance(x + jnp.array([[radius + 1e-3, 0.0]]), prototypes)
+  moved = pairwise_distance(x + jnp.array([[radius + 1e-3, 0.0]]), prototypes)
   assert int(jnp.argmin(moved)) == 1
   assert cbc.glvq_loss(dist, jnp.array([0, 1]), jnp.array([0]))[0] == pytest.approx((0.6 - 1.4) / 2.0, abs=1e-6)
 

@@ -9,7 +9,7 @@ from sklearn.linear_model import Ridge
 
 from experiments import snnk as experiment
 from inception_zoo.errors import UserError
-from inception_zoo.layers import snnk
+from inception_zoo.projects.snnk import snnk
 
 X = jax.random.normal(jax.random.key(1), (6, 8)) * 0.3
 W = jax.random.normal(jax.random.key(2), (8, 3)) * 0.3  # a Flax kernel: 8 inputs, 3 outputs

@@ -7,7 +7,7 @@ import pytest
 
 from experiments import temperature_moe
 from inception_zoo.errors import UserError
-from inception_zoo.theory import gaussian_moe as gm
+from inception_zoo.projects.temperature_moe import gaussian_moe as gm
 
 
 def _params(k=3, d=2, seed=0):

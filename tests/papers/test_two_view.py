@@ -1,4 +1,4 @@
-"""The two-view loader of pixel-level self-supervision (data/two_view.py) and the pp ops it adds: boxes
+"""The two-view loader of pixel-level self-supervision (projects/pixpro/views.py) and the pp ops it adds: boxes
 locate the views in the original image (flips included) as PixPro's cell centres read them, the
 colour ops match torchvision, and the loader runs on mocked ImageNet."""
 import jax.numpy as jnp
@@ -7,9 +7,9 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from inception_zoo.data import datasets, pipeline, pp, two_view
+from inception_zoo.data import datasets, pipeline, pp
 from inception_zoo.errors import UserError
-from inception_zoo.train import pixpro
+from inception_zoo.projects.pixpro import pixpro, views
 
 CROP_FLIP = "inception_crop({size}, area_min=8, return_box=True)|flip_view_lr"
 
@@ -25,7 +25,7 @@ def _crop_at_box(image, box, size):
 
 
 def test_views_are_the_crops_at_their_boxes_on_mocked_imagenet():
-  fn = two_view.two_views(CROP_FLIP.format(size=16), CROP_FLIP.format(size=16))
+  fn = views.two_views(CROP_FLIP.format(size=16), CROP_FLIP.format(size=16))
   flipped = 0
   with tfds.testing.mock_data(num_examples=8):
     source = datasets.get_dataset("tfds:imagenet2012", "train").source
@@ -48,7 +48,7 @@ def test_boxes_place_view_cells_where_positive_mask_reads_them():
   h, w, size = 200, 240, 32
   rows, cols = np.mgrid[:h, :w]
   image = np.stack([cols, rows, np.zeros_like(rows)], -1).astype(np.uint8)
-  fn = two_view.two_views(CROP_FLIP.format(size=size), CROP_FLIP.format(size=size).replace("lr", "lr(1.0)"))
+  fn = views.two_views(CROP_FLIP.format(size=size), CROP_FLIP.format(size=size).replace("lr", "lr(1.0)"))
   for seed in range(3):
     ex = fn({"image": image}, np.random.default_rng(seed))
     for v in "12":
@@ -62,14 +62,14 @@ def test_boxes_place_view_cells_where_positive_mask_reads_them():
 
 
 def test_byol_views_build_and_need_a_box():
-  v1, v2 = two_view.byol_views(224)
+  v1, v2 = views.byol_views(224)
   assert "gaussian_blur(p=1.0)" in v1 and "solarize(p=0.0)" in v1
   assert "gaussian_blur(p=0.1)" in v2 and "solarize(p=0.2)" in v2
   image = np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)
-  ex = two_view.two_views(*two_view.byol_views(24))({"image": image, "label": 3}, np.random.default_rng(0))
+  ex = views.two_views(*views.byol_views(24))({"image": image, "label": 3}, np.random.default_rng(0))
   assert ex["view1"].shape == (24, 24, 3) and ex["view1"].dtype == np.float32 and "label" not in ex
   with pytest.raises(UserError, match="view 2's preprocessing gives no crop box"):
-    two_view.two_views(v1, "inception_crop(24)")({"image": image}, np.random.default_rng(0))
+    views.two_views(v1, "inception_crop(24)")({"image": image}, np.random.default_rng(0))
 
 
 def test_colour_ops_match_torchvision():
@@ -103,7 +103,7 @@ def test_two_view_batches_resume_by_step():
   # Batch k of the pipeline is a function of (seed, k): started at batch 3, it gives batch 3.
   images = np.random.default_rng(0).integers(0, 256, (8, 30, 40, 3), dtype=np.uint8)
   source = datasets.ArraySource(images, np.zeros(8))
-  fn = two_view.two_views(*two_view.byol_views(16))
+  fn = views.two_views(*views.byol_views(16))
   stream = pipeline.train_batches(source, fn, global_batch=4, seed=0, num_threads=1)
   batches = [next(stream) for _ in range(4)]
   again = next(pipeline.train_batches(source, fn, global_batch=4, seed=0, start_batch=3, num_threads=1))

@@ -11,7 +11,7 @@ from scipy import integrate, stats
 
 from experiments import wide_deep_ntk
 from inception_zoo.errors import UserError
-from inception_zoo.theory import ntk_depth as nd
+from inception_zoo.projects.wide_deep_ntk import ntk_depth as nd
 
 XI = np.array([-0.95, -0.5, 0.0, 0.3, 0.7, 0.95, 0.999])
 

@@ -9,10 +9,10 @@ on 28x28x1 Omniglot it gives a 64-d embedding and 111,936 parameters (excluding 
 The loss: class prototypes are the mean support embeddings, a query's logits are minus its squared
 Euclidean distances to them, cross-entropy on the queries.
 Our reading: after episodic training, the BN running statistics are set once to the statistics of
-the base-class training set (`calibrate_batch_stats`), so the frozen embedding at test time does not
+the base-class training set (`train.state.calibrate_batch_stats`), so the frozen embedding at test time does not
 depend on the test batch.
 """
-from typing import Any, Dict, Tuple
+from typing import Tuple
 
 import flax.linen as nn
 import jax
@@ -98,9 +98,3 @@ def sample_episode(key: jax.Array, table: jax.Array, n_way: int, k_shot: int, n_
   picks = jax.vmap(lambda k, row: jax.random.permutation(k, row)[:k_shot + n_query])(
       jax.random.split(k_ex, n_way), table[classes])
   return picks[:, :k_shot].reshape(-1), picks[:, k_shot:].reshape(-1)
-
-
-def calibrate_batch_stats(model: nn.Module, variables: Dict[str, Any], x: jax.Array) -> Dict[str, Any]:
-  """BN running statistics := the batch statistics of `x` (one train-mode pass with momentum 0)."""
-  _, updates = model.clone(bn_momentum=0.0).apply(variables, x, train=True, mutable=["batch_stats"])
-  return {**variables, "batch_stats": updates["batch_stats"]}

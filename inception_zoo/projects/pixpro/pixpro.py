@@ -26,13 +26,13 @@ scripts) where the paper is silent:
 Our reading: the crop box is (ymin, xmin, ymax, xmax) in [0, 1] with pixel edges (the repo's
 `pp.inception_crop(return_box=True)`; the official code uses pixel indices / (size - 1)); a view
 flipped left-right stores its box with xmin and xmax swapped (the official convention: its cells'
-centres then run from right to left; `pp.flip_view_lr`). data/two_view.py gives such views and
+centres then run from right to left; `pp.flip_view_lr`). views.py gives such views and
 boxes from any image source (ImageNet with the official augmentation). PixContrast's negatives are
 every target cell of the batch that is not a positive (the paper draws them from the other view and a
 memory bank; the released code has no PixContrast). Both views go through the networks as one batch, so
 BatchNorm sees their union (the official code runs them one after the other).
 
-`pretrain` runs the step on the shared step loop (train/loop.py): the state checkpoints to the workdir
+`pretrain` runs the step on the shared step loop (inception_zoo/train/loop.py): the state checkpoints to the workdir
 and a restarted run resumes exactly where it stopped.
 """
 from typing import Callable, Dict, Iterator, Optional, Tuple

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import optax
 
 from inception_zoo.errors import UserError
-from inception_zoo.proto.cbc import pairwise_distance
+from inception_zoo.layers import pairwise_distance
 
 
 class MLPAutoencoder(nn.Module):

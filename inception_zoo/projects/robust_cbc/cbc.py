@@ -35,14 +35,9 @@ import jax
 import jax.numpy as jnp
 
 from inception_zoo.errors import UserError
+from inception_zoo.layers import pairwise_distance
 
 EPS = 1e-8
-
-
-def pairwise_distance(x: jax.Array, w: jax.Array) -> jax.Array:
-  """Euclidean distances (N, K) between rows of x (N, D) and w (K, D); safe gradient at zero."""
-  sq = jnp.sum(x * x, -1, keepdims=True) - 2 * x @ w.T + jnp.sum(w * w, -1)
-  return jnp.sqrt(jnp.maximum(sq, EPS))
 
 
 def detection(distances: jax.Array, sigma: jax.Array) -> jax.Array:

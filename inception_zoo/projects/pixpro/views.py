@@ -1,5 +1,5 @@
 """Two augmented views of one image, each with its crop box: the input of pixel-level self-supervision
-(PixPro: Xie et al., "Propagate Yourself", CVPR 2021; train/pixpro.py).
+(PixPro: Xie et al., "Propagate Yourself", CVPR 2021; pixpro.py).
 
 `two_views(view1, view2)` is a preprocessing function for `pipeline.train_batches`: it decodes the
 example's image once and runs two pp strings on it, each starting with

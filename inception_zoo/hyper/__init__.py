@@ -1,1 +1,0 @@
-"""Hypernetworks: MIP (magnitude invariant parametrizations, Ortiz et al. 2024) and its baseline."""

@@ -1,1 +1,0 @@
-"""Small theory papers: models, estimators and closed-form predictions checked by simulation."""
