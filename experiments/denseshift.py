@@ -50,7 +50,6 @@ import ml_collections
 import numpy as np
 
 from experiments.common import digits
-from experiments.hawq import fp_config
 from inception_zoo import ckpt
 from inception_zoo.data import datasets
 from inception_zoo.errors import UserError
@@ -101,7 +100,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, object]:
   fp_dir = config.fp_from or os.path.join(workdir, "fp")
   result: Dict[str, object] = {}
   if not config.fp_from:
-    result["fp/top1"] = classification.run(fp_config(config), fp_dir)["eval/top1"]
+    result["fp/top1"] = classification.run(qat.fp_config(config), fp_dir)["eval/top1"]
   weights, _ = ckpt.load_weights(fp_dir)
   num_classes = config.num_classes or datasets.get_dataset(
       config.input.data, config.input.train_split, config.input.get("data_dir")).num_classes

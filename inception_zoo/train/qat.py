@@ -10,7 +10,7 @@ nn.Dense through Flax's method interception. Methods (`config.quant.method`):
 
 - `uniform`: HAWQ's symmetric per-channel weight quantiser with the straight-through estimator
   (Dong et al., ICCV 2019; `inception_zoo.quant.uniform`). Bits per layer: `quant.layer_bits`
-  (pairs of parameter path and bits, e.g. from `quant.hawq.allocate_bits`), else `quant.bits`.
+  (pairs of parameter path and bits, e.g. from `projects.hawq.hawq.allocate_bits`), else `quant.bits`.
   HAWQ's multi-stage fine-tuning: `quant.order` lists the layers in their fine-tuning
   order, split into `quant.stages` groups; group g is quantised from step g x `quant.stage_steps`
   on, and the layers not yet quantised train in full precision meanwhile. Layers already
@@ -30,6 +30,7 @@ Evaluation always sees the fully quantised model. Resume, sharding, the NaN stop
 checkpoints and pre-emption are the shared loop's (`classification.Task`).
 """
 import contextlib
+import copy
 import dataclasses
 import re
 from typing import Any, Dict, Optional
@@ -207,4 +208,17 @@ def base_config() -> ml_collections.ConfigDict:
   c.quant = ml_collections.ConfigDict(dict(
       method="uniform", select=r".*kernel", exclude="", bits=8, layer_bits=(), act_bits=0,
       order=(), stages=1, stage_steps=0, latent_std=1e-3))
+  return c
+
+
+def fp_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The full-precision run a quantised one starts from (HAWQ, DenseShift): the same model, data and
+  optimizer, its own steps and rate."""
+  c = classification.base_config()
+  for key in c:
+    if key in config:
+      c[key] = copy.deepcopy(config[key])
+  c.total_steps = config.fp_steps
+  c.schedule.base_lr = config.fp_lr
+  c.init_from = ""
   return c

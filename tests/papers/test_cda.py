@@ -12,7 +12,7 @@ import torch
 
 from experiments import cda
 from inception_zoo import ckpt, create_model
-from inception_zoo.distill import dataset, sre2l
+from inception_zoo.projects.cda import dataset, run as driver, sre2l
 from inception_zoo.errors import UserError
 from inception_zoo.models.mlp import MLP
 
@@ -147,7 +147,7 @@ def test_cda_digits_claim(tmp_path):
   assert r["cda/accuracy"] > r["sre2l/accuracy"] + 0.005, r  # measured +0.019
   assert r["sre2l/accuracy"] >= r["random_real/accuracy"] + 0.04, r  # measured +0.080
   assert r["random_real_relabel/accuracy"] > r["random_real/accuracy"], r  # the teacher's soft labels
-  assert min(r[f"{m}/accuracy"] for m in cda.METHODS) > 0.80, r  # every student learned from 100 images
+  assert min(r[f"{m}/accuracy"] for m in driver.METHODS) > 0.80, r  # every student learned from 100 images
   assert (tmp_path / "cda_digits.png").exists()
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from experiments import eas as eas_experiment
 from inception_zoo.errors import UserError
-from inception_zoo.nas import eas, net2net
+from inception_zoo.projects.eas import eas, net2net, run as eas_driver
 
 X = jax.random.uniform(jax.random.key(0), (6, 8, 8, 3))
 
@@ -193,7 +193,7 @@ def test_config_and_the_tfds_loader():
   config = eas_experiment.get_config()
   config.val_size = 4
   with tfds.testing.mock_data(num_examples=12):
-    x_train, y_train, x_val, y_val, x_test, y_test = eas_experiment.load_arrays(config)
+    x_train, y_train, x_val, y_val, x_test, y_test = eas_driver.load_arrays(config)
   assert x_train.shape == (8, 32, 32, 3) and x_val.shape == (4, 32, 32, 3) and x_test.shape[1:] == (32, 32, 3)
   assert 0.0 <= x_train.min() and x_train.max() <= 1.0 and y_train.dtype == np.int32
 
@@ -201,7 +201,7 @@ def test_config_and_the_tfds_loader():
 def test_densenet_search_grows_function_preserving_networks_that_train():
   # Goal of the DenseNet space (Sec. 4.2): the search's own sampler grows a DenseNet (a new dense layer
   # and a wider growth rate) that computes its parent's function at inheritance, and the search trains it.
-  x_train, y_train, x_val, y_val, _, _ = eas_experiment.load_arrays(eas_experiment.get_config("runlocal"))
+  x_train, y_train, x_val, y_val, _, _ = eas_driver.load_arrays(eas_experiment.get_config("runlocal"))
   space = eas.Space(widths=(2, 4, 6), kernels=(1, 3), max_layers=2, max_blocks=2, max_len=5)
   trainer = eas.Trainer(space, 2, (x_train, y_train, x_val, y_val), 10, steps=8, batch_size=32, learning_rate=0.02)
   arch = net2net.Arch("dense", (((2, 3),), ((2, 3),)), stem=4, transitions=(4,))
@@ -227,7 +227,7 @@ def test_search_by_transformation_grows_better_networks(tmp_path):
   # reaches far better networks than the start net, for the controller and for random transformations.
   # Measured: start net 0.686 val / 0.686 test (246 parameters); best validation 0.75-0.81. Claim (2),
   # the controller's selected network better than random search's, is not asserted: it held in 8 of 9
-  # seeds on one machine and 3 of 9 on another (experiments/eas.py), i.e. it is within the noise.
+  # seeds on one machine and 3 of 9 on another (projects/eas/README.md), i.e. it is within the noise.
   r = eas_experiment.main(["--config=runlocal", f"--workdir={tmp_path}"])
   assert r["start/val_accuracy"] < 0.72
   for policy in ("controller", "random"):

@@ -1,4 +1,4 @@
-"""Matrix-free Hessian estimates (inception_zoo.hessian) against the dense Hessian of a tiny MLP, and
+"""Matrix-free Hessian estimates (hawq.hessian) against the dense Hessian of a tiny MLP, and
 against PyHessian (the HAWQ authors' library) on a PyTorch twin with the same weights."""
 import flax.linen as nn
 import jax
@@ -8,7 +8,7 @@ import optax
 import pytest
 import torch
 
-from inception_zoo import hessian
+from inception_zoo.projects.hawq import hessian
 
 
 class TinyMLP(nn.Module):

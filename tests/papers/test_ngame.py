@@ -20,7 +20,7 @@ from experiments import ngame
 from inception_zoo import ckpt
 from inception_zoo.errors import UserError
 from inception_zoo.metrics import read_metrics
-from inception_zoo.xc import batching, classifier, data, encoder, metrics, tokenize
+from inception_zoo.projects.ngame import batching, classifier, data, encoder, metrics, run as driver, tokenize
 
 
 def _random_labels(rng, n=40, num_labels=25):
@@ -325,9 +325,9 @@ def test_stage_one_resumes_exactly_after_preemption(tmp_path, monkeypatch):
   config.synthetic.update(num_groups=10, labels_per_group=5, num_train=256, num_test=32)
   config.encoder.hidden = 32
   d = data.synthetic_xc(seed=0, **config.synthetic)
-  model, tx, embed, update = ngame.synthetic_trainer(config)
+  model, tx, embed, update = driver.synthetic_trainer(config)
   params = model.init(jax.random.key(0), d["x_train"][:1])["params"]
-  train = lambda workdir, seed=0: ngame.stage_one(config, d, params, embed, update, tx, "ngame", seed,
+  train = lambda workdir, seed=0: driver.stage_one(config, d, params, embed, update, tx, "ngame", seed,
                                                   str(tmp_path / workdir), "test")
   whole, _ = train("whole")
   cut = batching.epoch_batches

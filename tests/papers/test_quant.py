@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from inception_zoo.errors import UserError
-from inception_zoo.quant import hawq, shift, uniform
+from inception_zoo.projects.hawq import hawq
+from inception_zoo.quant import shift, uniform
 from inception_zoo.registry import create_model
 from inception_zoo.train import qat
 

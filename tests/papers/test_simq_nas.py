@@ -10,7 +10,7 @@ from pymoo.problems import get_problem
 from experiments import simq_nas
 from inception_zoo import create_model
 from inception_zoo.errors import UserError
-from inception_zoo.nas import search, supernet
+from inception_zoo.projects.simq_nas import search, supernet
 from inception_zoo.quant import policy
 
 NET = supernet.ElasticMLP(widths=(4, 6, 8), expansions=(1, 2), stages=2, max_depth=2, num_classes=3)

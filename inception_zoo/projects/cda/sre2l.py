@@ -38,7 +38,7 @@ import ml_collections
 import numpy as np
 
 from inception_zoo.data import datasets
-from inception_zoo.distill import dataset
+from inception_zoo.projects.cda import dataset
 from inception_zoo.errors import UserError
 from inception_zoo.metrics import MetricWriter
 from inception_zoo.train import classification, distill, mixup

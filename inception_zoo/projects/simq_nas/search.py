@@ -36,7 +36,7 @@ from pymoo.optimize import minimize
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
 from inception_zoo.errors import UserError
-from inception_zoo.nas import supernet
+from inception_zoo.projects.simq_nas import supernet
 from inception_zoo.quant import policy
 
 

@@ -40,7 +40,7 @@ import optax
 
 from inception_zoo.errors import UserError
 from inception_zoo.metrics import MetricWriter
-from inception_zoo.nas import net2net
+from inception_zoo.projects.eas import net2net
 
 PAD, SEP = 0, 1  # token ids below the layer tokens
 MAX_ACC = 1.0 - 1e-3  # tan(pi / 2) is infinite: a perfect validation score is clipped here

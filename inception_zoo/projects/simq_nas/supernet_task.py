@@ -3,7 +3,7 @@ ImageNet supernet stage (Sridhar et al., "SimQ-NAS", arXiv:2312.13301, 2023, on 
 supernets).
 
 Every step trains the largest subnet on the labels and the smallest plus `supernet.num_random` random
-subnets on the largest one's soft predictions (`nas.supernet.sandwich_objective`), gradients summed; the
+subnets on the largest one's soft predictions (`supernet.sandwich_objective`), gradients summed; the
 BN running statistics follow the largest subnet (every other subnet is recalibrated before it is scored).
 Evaluation scores the largest subnet. Input, sharding, resume, checkpoints and metrics are the
 classification trainer's (`train.classification.Task`), so `init_from` a converted timm `resnet50` starts
@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from inception_zoo.errors import UserError
-from inception_zoo.nas import supernet
+from inception_zoo.projects.simq_nas import supernet
 from inception_zoo.train import classification
 from inception_zoo.train.state import TrainState, step_rng
 

@@ -24,7 +24,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from inception_zoo.layers import l2_normalize
-from inception_zoo.xc.batching import is_label, triplet_margin_ohnm
+from inception_zoo.projects.ngame.batching import is_label, triplet_margin_ohnm
 
 
 @functools.partial(jax.jit, static_argnums=2)

@@ -1,1 +1,0 @@
-"""Neural architecture search: EAS network transformations and controller, SimQ-NAS supernet and search."""
