@@ -17,7 +17,7 @@ import numpy as np
 
 from benchmarks.timing import best_time
 from inception_zoo.convert import timm_to_flax
-from inception_zoo.models.drct import VARIANTS, create_drct
+from inception_zoo.projects.drct.drct import VARIANTS, create_drct
 
 
 def main(argv=None):

@@ -1,7 +1,10 @@
 """inception_zoo: JAX/Flax reproductions of Inception-v4, Inception-ResNet and related papers."""
 from inception_zoo.errors import UserError
 from inception_zoo.registry import create_model, list_models, register_model
-from inception_zoo import models  # noqa: F401  (registers every model family)
+# The package's front door registers every model: the core's families, then the projects' networks
+# (the core itself never imports a project).
+from inception_zoo import models  # noqa: F401
+from inception_zoo.projects.drct import drct as _drct  # noqa: F401
 
 __version__ = "0.1.0"
 __all__ = ["UserError", "create_model", "list_models", "register_model"]

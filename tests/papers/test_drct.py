@@ -16,8 +16,7 @@ from experiments import drct as drct_experiment
 from inception_zoo.convert import timm_to_flax
 from inception_zoo.errors import UserError
 from inception_zoo.metrics import read_metrics
-from inception_zoo.models import drct
-from inception_zoo.train import sr
+from inception_zoo.projects.drct import drct, run as drct_driver, sr
 
 
 def test_parity_with_spandrel_odd_heads_and_padding():
@@ -174,7 +173,7 @@ def test_resumed_training_ends_where_an_uninterrupted_run_does(tmp_path):
   # step is the claim test's compiled program (a compile-cache hit when both run).
   config = drct_experiment.get_config("runlocal")
   config.update(total_steps=4, log_every=2, eval_every=0)
-  images, eval_sets = drct_experiment.load_data(config)
+  images, eval_sets = drct_driver.load_data(config)
   model = drct.create_drct(config.model, upscale=config.scale)
   whole, result = sr.train(config, str(tmp_path / "whole"), model, images, eval_sets)
   half = config.copy_and_resolve_references()
