@@ -16,9 +16,9 @@ from experiments import vit_vqgan as vit_vqgan_experiment
 from inception_zoo import ckpt, create_model
 from inception_zoo.errors import UserError
 from inception_zoo.eval import fid
-from inception_zoo.layers.vq import VectorQuantizer, codebook_perplexity
 from inception_zoo.metrics import read_metrics
-from inception_zoo.models import vim, vit_vqgan
+from inception_zoo.projects.vit_vqgan import run as vqgan_run, vim, vit_vqgan
+from inception_zoo.projects.vit_vqgan.vq import VectorQuantizer, codebook_perplexity
 
 
 def _linear(layer):
@@ -173,9 +173,9 @@ def _stage1_run(workdir, total_steps):
            factorised_dim=4, seeds=(0, 1), batch_size=4, num_train=32, total_steps=total_steps, log_every=2,
            checkpoint_every=2, disc_widths=(4,), r1_gamma=10.0)
   c.weights.adversarial = 0.1
-  model = vit_vqgan_experiment.make_model(c, True)
-  x = vit_vqgan_experiment.sample_image_crops(c, "train", seed=0)
-  return vit_vqgan_experiment.train(c, model, str(workdir), vit_vqgan_experiment.stage1_batches(c, c, x),
+  model = vqgan_run.make_model(c, True)
+  x = vqgan_run.sample_image_crops(c, "train", seed=0)
+  return vqgan_run.train(c, model, str(workdir), vqgan_run.stage1_batches(c, c, x),
                                     lambda state: {"disc_bias": float(jnp.mean(state["disc"]["out"]["bias"]))})
 
 

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from inception_zoo.models import vim, vit_vqgan
+from inception_zoo.projects.vit_vqgan import vim, vit_vqgan
 
 
 def stage1_init(model: vit_vqgan.ViTVQGAN, tx: optax.GradientTransformation, seed, *,

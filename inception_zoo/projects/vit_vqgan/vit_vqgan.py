@@ -26,7 +26,7 @@ import jax.numpy as jnp
 
 from inception_zoo.errors import UserError
 from inception_zoo.layers import Mlp, dense_init
-from inception_zoo.layers.vq import VectorQuantizer
+from inception_zoo.projects.vit_vqgan.vq import VectorQuantizer
 from inception_zoo.registry import register_model
 
 # (depth, width, heads, MLP width) of the paper's Table 1 transformers.

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from inception_zoo.errors import UserError
 from inception_zoo.layers import dense_init
-from inception_zoo.models.vit_vqgan import Transformer
+from inception_zoo.projects.vit_vqgan.vit_vqgan import Transformer
 from inception_zoo.registry import register_model
 
 # (depth, width, heads, MLP width).
