@@ -35,10 +35,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
            batch_size=1024, eval_batch_size=250, total_steps=450_000, learning_rate=4.5e-4, warmup_steps=5000,
            log_every=1000, eval_every=10_000, checkpoint_every=5000, num_threads=32)
   vqgan_run.imagenet_input(c, c.image_size)
-  c.vqgan_run.update(size=vit_vqgan.SIZES["small"], latent_dim=256, codebook_size=8192, code_dim=32,
+  c.stage1.update(size=vit_vqgan.SIZES["small"], latent_dim=256, codebook_size=8192, code_dim=32,
                   batch_size=256, total_steps=500_000, learning_rate=1e-4, warmup_steps=5000, log_every=1000,
                   **vqgan_run.training_fields(full=True))
-  c.vqgan_run.weights.update(vit_vqgan.LOSS_WEIGHTS)
+  c.stage1.weights.update(vit_vqgan.LOSS_WEIGHTS)
   return c
 
 

@@ -24,14 +24,14 @@ def train_stage1(config, workdir, x_train, x_test):
   running = lambda state: dict(zip(("stage1/test_mse", "stage1/test_perplexity"), (
       float(np.mean(a)) for a in vqgan_run.evaluate_arrays(model, state["params"], x_test)[:2])))
   state = vqgan_run.train(s, model, os.path.join(workdir, "stage1"),
-                                  vqgan_run.stage1_batches(config, s, x_train), running)
+                         vqgan_run.stage1_batches(config, s, x_train), running)
   return model, jax.tree.map(lambda a: a[0], state["params"])
 
 
 def train_stage2(config, workdir, stage1, p1, train_arrays, test_tokens, test_labels):
   """Stage 2 in WORKDIR/stage2 on the frozen stage-1 tokens of each batch (of `train_arrays`, or the
   tfds images with their labels when it is None)."""
-  model = vim.VIM(codebook_size=config.vqgan_run.codebook_size, seq_len=test_tokens.shape[1],
+  model = vim.VIM(codebook_size=config.stage1.codebook_size, seq_len=test_tokens.shape[1],
                   num_classes=config.num_classes, size=config.stage2, probe_layer=config.probe_layer)
   lr = config.learning_rate
   tx = optax.adam(optax.linear_schedule(0.0, lr, config.warmup_steps) if config.warmup_steps else lr)
@@ -54,7 +54,7 @@ def sample_images(config, stage1, p1, stage2, p2, labels, key):
   """Class-conditional samples for `labels`, decoded by stage 1, in [0, 1]."""
   grid = config.image_size // config.patch_size
   tokens = vim.sample(stage2, p2, labels, key, temperature=config.temperature)
-  return vqgan_run.apply({"params": p1}, tokens.reshape(-1, grid, grid), method=vqgan_run.decode)
+  return stage1.apply({"params": p1}, tokens.reshape(-1, grid, grid), method=stage1.decode)
 
 
 def sample_fid(config, stage1, p1, stage2, p2) -> Dict[str, float]:
@@ -85,7 +85,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
     first = next(vqgan_run.held_out(config))
     x_test, y_test = first["image"], np.asarray(first["label"])
   stage1, p1 = train_stage1(config, workdir, x_train, x_test)
-  encode = jax.jit(lambda x: vqgan_run.apply({"params": p1}, x, method=vqgan_run.encode).reshape(x.shape[0], -1))
+  encode = jax.jit(lambda x: stage1.apply({"params": p1}, x, method=stage1.encode).reshape(x.shape[0], -1))
   t_test = np.asarray(encode(x_test))
   stage2, p2 = train_stage2(config, workdir, stage1, p1, {"image": x_train, "label": y_train} if digits else None,
                             jnp.asarray(t_test), jnp.asarray(y_test))
@@ -108,12 +108,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
   nll_free, probe_test = evaluate(t_test, jnp.full_like(y_test, config.num_classes))
   _, probe_train = evaluate(t_train, jnp.full_like(y_train, config.num_classes))
   # The unigram baseline: each test token under the train tokens' code frequencies (add-one smoothed).
-  freq = (np.bincount(t_train.reshape(-1), minlength=config.vqgan_run.codebook_size) + 1.0)
+  freq = (np.bincount(t_train.reshape(-1), minlength=config.stage1.codebook_size) + 1.0)
   freq /= freq.sum()
   scaler = StandardScaler().fit(np.asarray(probe_train))
   probe = LogisticRegression(max_iter=2000).fit(scaler.transform(np.asarray(probe_train)), y_train)
   result = {
-      "stage1/test_mse": float(np.mean((np.asarray(vqgan_run.apply({"params": p1}, x_test)[0]) - x_test) ** 2)),
+      "stage1/test_mse": float(np.mean((np.asarray(stage1.apply({"params": p1}, x_test)[0]) - x_test) ** 2)),
       "stage1/code_perplexity": float(np.exp(-np.sum(np.where(freq > 0, freq * np.log(freq), 0.0)))),
       "unigram_nll": float(-np.mean(np.log(freq[t_test]))),
       "nll_unconditional": float(np.mean(nll_free)),
