@@ -5,6 +5,8 @@ from inception_zoo.registry import create_model, list_models, register_model
 # (the core itself never imports a project).
 from inception_zoo import models  # noqa: F401
 from inception_zoo.projects.drct import drct as _drct  # noqa: F401
+from inception_zoo.projects.poincare_resnet import poincare_resnet as _poincare_resnet  # noqa: F401
+from inception_zoo.projects.terminator import terminator as _terminator  # noqa: F401
 from inception_zoo.projects.vit_vqgan import vim as _vim, vit_vqgan as _vit_vqgan  # noqa: F401
 
 __version__ = "0.1.0"

@@ -1,5 +1,5 @@
 """Model families; importing this package registers every model with `inception_zoo.registry`
 (`list_models(task=...)` filters them by what they do)."""
 from inception_zoo.models import (dagnn, hgnn, iformer, inception_next, inception_resnet,  # noqa: F401
-                                  inception_v3, inception_v4, mlp, mobilenet, poincare_resnet,
-                                  prob_discriminator, resnet, simmim, swinv2, terminator, vovnet)
+                                  inception_v3, inception_v4, mlp, mobilenet, prob_discriminator, resnet,
+                                  simmim, swinv2, vovnet)

@@ -11,8 +11,8 @@ from jax.test_util import check_grads
 
 from experiments import poincare_resnet
 from inception_zoo.errors import UserError
-from inception_zoo.geometry import poincare as P
-from inception_zoo.models.poincare_resnet import PoincareResNet
+from inception_zoo.projects.poincare_resnet import poincare as P
+from inception_zoo.projects.poincare_resnet.poincare_resnet import PoincareResNet
 
 C = 0.1
 BALL = geoopt.PoincareBall(c=C)

@@ -9,7 +9,7 @@ import tensorflow_datasets as tfds
 
 from experiments import terminator as terminator_experiment
 from inception_zoo.errors import UserError
-from inception_zoo.models import terminator
+from inception_zoo.projects.terminator import run as terminator_driver, terminator
 
 
 def _scipy_same(z, k):
@@ -70,8 +70,8 @@ def test_sequential_mnist_is_the_row_major_raster_and_the_full_setting_runs(tmp_
     source = tfds.data_source("mnist", split="test")
     images = np.stack([np.asarray(source[i]["image"]) for i in range(6)])[..., 0]  # (6, 28, 28) uint8
     labels = np.asarray([source[i]["label"] for i in range(6)])
-    views, y = terminator_experiment.load_views(smnist, "test")
-    permuted, _ = terminator_experiment.load_views(pmnist, "test")
+    views, y = terminator_driver.load_views(smnist, "test")
+    permuted, _ = terminator_driver.load_views(pmnist, "test")
     # The permuted full setting (sMNIST's path plus the permutation), 2 steps of a width-8, 1-block
     # Terminator on the 784-step sequences, evaluated in two chunks.
     r = terminator_experiment.main(["--config=pmnist", f"--workdir={tmp_path}", "--config.width=8",
@@ -81,7 +81,7 @@ def test_sequential_mnist_is_the_row_major_raster_and_the_full_setting_runs(tmp_
   assert seq.shape == (6, 784, 1) and seq.dtype == np.float32 and np.array_equal(y, labels)
   for n, row, col in ((0, 0, 5), (1, 3, 27), (5, 27, 0), (2, 14, 14)):  # pixel (r, c) is step 28 r + c
     assert seq[n, 28 * row + col, 0] == np.float32(images[n, row, col] / 255.0)
-  perm = terminator_experiment.pixel_permutation(pmnist)
+  perm = terminator_driver.pixel_permutation(pmnist)
   assert sorted(perm.tolist()) == list(range(784)) and not np.array_equal(perm, np.arange(784))
   np.testing.assert_array_equal(permuted["1d"][:, :, 0], seq[:, perm, 0])  # one permutation for all images
   assert sorted(k for k in r if k.endswith("/accuracy")) == ["terminator_1d/accuracy"]  # no CNN baseline

@@ -3,7 +3,7 @@
 van Spengler, Berkhout, Mettes. "Poincare ResNet", ICCV 2023 (arXiv:2303.14027). The layout is the
 CIFAR ResNet of He et al. (Section 4.2 of "Deep Residual Learning", depth 6n + 2): a 3x3 stem, three
 stages of n basic blocks (the second and third starting at stride 2), global average pooling and a
-classifier, with every piece replaced by its Poincare counterpart from inception_zoo.geometry.poincare:
+classifier, with every piece replaced by its Poincare counterpart from poincare.py:
 Poincare 3x3 convolutions (identity init), Poincare midpoint batch norm, ReLU on the tangent space at
 0, residual connections by Mobius addition f(x) (+) x (the authors' default "fr" order), a 1x1 stride-2
 Poincare convolution as the shortcut where a stage starts, and a Poincare FC classifier.
@@ -23,7 +23,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from inception_zoo.errors import UserError
-from inception_zoo.geometry.poincare import (PoincareBatchNorm, PoincareConv2d, PoincareLinear,
+from inception_zoo.projects.poincare_resnet.poincare import (PoincareBatchNorm, PoincareConv2d, PoincareLinear,
                                              check_curvature, expmap0, logmap0, mobius_add,
                                              tangent_relu)
 from inception_zoo.layers import check_image

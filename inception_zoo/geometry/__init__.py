@@ -1,1 +1,0 @@
-"""Non-Euclidean geometry for networks: the Poincare ball (poincare.py)."""
