@@ -9,12 +9,13 @@ import ml_collections
 import numpy as np
 import optax
 
-from inception_zoo import ckpt, create_model
+from inception_zoo import ckpt
 from inception_zoo.data import datasets, pipeline, pp
 from inception_zoo.errors import UserError
 from inception_zoo.eval import fid
 from inception_zoo.metrics import MetricWriter
 from inception_zoo.projects.vit_vqgan import vit_vqgan, vqgan
+from inception_zoo.registry import create_model
 from inception_zoo.train import loop
 from inception_zoo.utils import plots
 
