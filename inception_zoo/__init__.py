@@ -6,6 +6,7 @@ from inception_zoo.registry import create_model, list_models, register_model
 from inception_zoo import models  # noqa: F401
 from inception_zoo.projects.drct import drct as _drct  # noqa: F401
 from inception_zoo.projects.poincare_resnet import poincare_resnet as _poincare_resnet  # noqa: F401
+from inception_zoo.projects.simmim import simmim as _simmim  # noqa: F401
 from inception_zoo.projects.terminator import terminator as _terminator  # noqa: F401
 from inception_zoo.projects.vit_vqgan import vim as _vim, vit_vqgan as _vit_vqgan  # noqa: F401
 

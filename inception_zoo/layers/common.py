@@ -36,6 +36,14 @@ def l2_normalize(x, eps: float = 1e-12):
   return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
 
 
+def pixel_shuffle(x, r: int):
+  """(B, h, w, r*r*C) -> (B, h*r, w*r, C) in PyTorch's PixelShuffle channel order (C, r, r)."""
+  b, h, w, d = x.shape
+  c = d // (r * r)
+  x = x.reshape(b, h, w, c, r, r).transpose(0, 1, 4, 2, 5, 3)
+  return x.reshape(b, h * r, w * r, c)
+
+
 def pairwise_distance(x, w, eps: float = 1e-8):
   """Euclidean distances (N, K) between rows of x (N, D) and w (K, D); a safe gradient at zero (the
   squared distance is clipped at `eps` before the square root)."""

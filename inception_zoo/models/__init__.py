@@ -2,4 +2,4 @@
 (`list_models(task=...)` filters them by what they do)."""
 from inception_zoo.models import (dagnn, hgnn, iformer, inception_next, inception_resnet,  # noqa: F401
                                   inception_v3, inception_v4, mlp, mobilenet, prob_discriminator, resnet,
-                                  simmim, swinv2, vovnet)
+                                  swinv2, vovnet)

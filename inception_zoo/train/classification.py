@@ -9,7 +9,7 @@ evaluates top-1/top-5 on the held-out split, writes metrics, saves checkpoints, 
 evaluation. `evaluate(config, workdir)` (`--config.mode=eval`) scores a workdir or imported weights.
 
 Both take a `Task`: the model, the train step, the eval step and the final line. `CLASSIFICATION` is
-this module's; a trainer whose loss differs but whose loop does not (train/simmim.py, train/distill.py)
+this module's; a trainer whose loss differs but whose loop does not (projects/simmim/task.py, train/distill.py)
 passes its own and reuses everything else: input, sharding, resume, NaN stop, metrics, checkpoints,
 pre-emption. A task may also name frozen variables (a distillation's teachers): loaded once, laid out
 by the config's sharding rules, and given to every train step as an argument that is never donated.

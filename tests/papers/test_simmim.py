@@ -11,10 +11,12 @@ import torch
 
 from experiments import simmim_swinv2
 from inception_zoo import UserError, ckpt, create_model, sharding
-from inception_zoo.models.simmim import masked_l1, pixel_shuffle, random_masks, simmim as build_simmim
+from inception_zoo.layers import pixel_shuffle
 from inception_zoo.metrics import read_metrics
+from inception_zoo.projects.simmim import task as simmim
+from inception_zoo.projects.simmim.simmim import masked_l1, random_masks, simmim as build_simmim
 from inception_zoo.pytree import path_str
-from inception_zoo.train import classification, optim, simmim
+from inception_zoo.train import classification, optim
 from inception_zoo.train.state import make_init, restore_or_init
 
 

@@ -37,8 +37,8 @@ import jax
 import jax.numpy as jnp
 
 from inception_zoo.errors import UserError
-from inception_zoo.layers import Mlp, Seq, check_image, dense_init, drop_path, drop_path_rates, layer_norm
-from inception_zoo.models.simmim import pixel_shuffle
+from inception_zoo.layers import (Mlp, Seq, check_image, dense_init, drop_path, drop_path_rates, layer_norm,
+                                  pixel_shuffle)
 from inception_zoo.layers.window import (relative_position_index, shift_mask, window_and_shift,
                                          window_partition, window_reverse)
 from inception_zoo.registry import register_model

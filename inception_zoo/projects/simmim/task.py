@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from inception_zoo.models.simmim import SimMIM, masked_l1, random_masks, simmim
+from inception_zoo.projects.simmim.simmim import SimMIM, masked_l1, random_masks, simmim
 from inception_zoo.train import classification
 from inception_zoo.train.state import TrainState, step_rng
 

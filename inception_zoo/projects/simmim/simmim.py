@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from inception_zoo.errors import UserError
-from inception_zoo.layers import dense_init
+from inception_zoo.layers import dense_init, pixel_shuffle
 from inception_zoo.models.swinv2 import SwinTransformerV2
 from inception_zoo.registry import create_model, register_model
 
@@ -54,14 +54,6 @@ def masked_l1(images, reconstruction, mask, patch_size: int):
   pixels = pixels.astype(jnp.float32)
   error = jnp.abs(images.astype(jnp.float32) - reconstruction.astype(jnp.float32))
   return jnp.sum(error * pixels) / (jnp.sum(pixels) + 1e-5) / images.shape[-1]
-
-
-def pixel_shuffle(x, r: int):
-  """(B, h, w, r*r*C) -> (B, h*r, w*r, C) in PyTorch's PixelShuffle channel order (C, r, r)."""
-  b, h, w, d = x.shape
-  c = d // (r * r)
-  x = x.reshape(b, h, w, c, r, r).transpose(0, 1, 4, 2, 5, 3)
-  return x.reshape(b, h * r, w * r, c)
 
 
 class SimMIM(nn.Module):
