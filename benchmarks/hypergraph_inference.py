@@ -25,7 +25,7 @@ import jax.numpy as jnp
 
 from benchmarks.timing import best_time
 from inception_zoo.graph.hypergraph import hypergraph_sbm
-from inception_zoo.models.hgnn import HGNN
+from inception_zoo.projects.lighthgnn.hgnn import HGNN
 from inception_zoo.models.mlp import MLP
 
 PAPER = "~100x (GPU, 55k-vertex synthetic hypergraphs)"

@@ -4,7 +4,9 @@ from inception_zoo.registry import create_model, list_models, register_model
 # The package's front door registers every model: the core's families, then the projects' networks
 # (the core itself never imports a project).
 from inception_zoo import models  # noqa: F401
+from inception_zoo.projects.dagnn import dagnn as _dagnn  # noqa: F401
 from inception_zoo.projects.drct import drct as _drct  # noqa: F401
+from inception_zoo.projects.lighthgnn import hgnn as _hgnn  # noqa: F401
 from inception_zoo.projects.poincare_resnet import poincare_resnet as _poincare_resnet  # noqa: F401
 from inception_zoo.projects.simmim import simmim as _simmim  # noqa: F401
 from inception_zoo.projects.terminator import terminator as _terminator  # noqa: F401

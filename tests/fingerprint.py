@@ -59,7 +59,11 @@ def train():
     c.total_steps, c.log_every, c.checkpoint_every = 5, 1, 1000
     if name == "random_pruning":
       c.model.width = 32
-    task = getattr(module, "TASK", classification.CLASSIFICATION)
+    try:  # a paper's own Task lives in its project
+      driver = importlib.import_module(f"inception_zoo.projects.{name}.run")
+    except ModuleNotFoundError:
+      driver = None
+    task = getattr(driver, "TASK", classification.CLASSIFICATION)
     setup = classification.Setup(c, tempfile.mkdtemp(), task)
     init = digest(jax.device_get(setup.state.params))
     setup.checkpoints.close()

@@ -16,7 +16,7 @@ from experiments import dagnn as experiment
 from inception_zoo.errors import UserError
 from inception_zoo.graph import data
 from inception_zoo.graph.propagate import normalized_adjacency, propagate_steps, smoothness
-from inception_zoo.models.dagnn import DAGNN, DeepGCN
+from inception_zoo.projects.dagnn.dagnn import DAGNN, DeepGCN
 
 
 def _random_graph(n=30, m=60, seed=0):

@@ -10,7 +10,7 @@ import torch
 from experiments import lighthgnn as experiment
 from inception_zoo.errors import UserError
 from inception_zoo.graph.hypergraph import from_hyperedges, hypergraph_sbm, smooth, v2e_mean
-from inception_zoo.models.hgnn import HGNNConv
+from inception_zoo.projects.lighthgnn.hgnn import HGNNConv
 from inception_zoo.train import node_classification as nc
 
 HYPEREDGES = [[0, 1, 2], [1, 3], [2, 3, 4, 5], [0, 5], [4, 6, 1]]

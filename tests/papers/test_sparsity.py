@@ -11,6 +11,7 @@ import pytest
 from experiments import random_pruning
 from run_helpers import final_state
 from inception_zoo import UserError, create_model
+from inception_zoo.projects.random_pruning import run as pruning_run
 from inception_zoo.pytree import path_str
 from inception_zoo.sparsity import gradual, masks, spmm, training
 from inception_zoo.train import classification, optim
@@ -105,7 +106,7 @@ def mlp_config(**sparsity):
 
 def test_first_forward_pass_sees_the_masked_weights(tmp_path):
   config = mlp_config(method="erk", sparsity=0.9)
-  s = classification.Setup(config, str(tmp_path), random_pruning.TASK)  # a sparse task: masked steps
+  s = classification.Setup(config, str(tmp_path), pruning_run.TASK)  # a sparse task: masked steps
   s.checkpoints.close()
   model, tx, schedule = s.model, s.tx, s.schedule
   state = jax.jit(make_init(model, tx, (8, 8, 1)))(jax.random.key(0))
@@ -124,9 +125,9 @@ def saved_masks(workdir, step):
 
 def test_masks_stay_zero_through_training_and_resume(tmp_path):
   config = mlp_config(method="erk", sparsity=0.8)
-  classification.train_and_evaluate(config, str(tmp_path), random_pruning.TASK)  # checkpoints at 3, 6
+  classification.train_and_evaluate(config, str(tmp_path), pruning_run.TASK)  # checkpoints at 3, 6
   config.total_steps = 9
-  classification.train_and_evaluate(config, str(tmp_path), random_pruning.TASK)  # resumes at 6
+  classification.train_and_evaluate(config, str(tmp_path), pruning_run.TASK)  # resumes at 6
   first, m3 = saved_masks(str(tmp_path), 3)
   last, m9 = saved_masks(str(tmp_path), 9)
   counts = masks.kept_counts(masks.prunable_paths(first["params"]), 0.8, "erk")
