@@ -1,5 +1,5 @@
-"""Paper 1's claims on embedded digits; each could fail. Both rerun a whole CPU setting (about 5 and 4
-minutes on the CI machine), more than CI can afford: `make reproduce` runs them and commits what they
+"""Paper 1's claims on embedded digits; each could fail. Both rerun a whole CPU setting (several minutes
+each on the CI machine), more than CI can afford: `make reproduce` runs them and commits what they
 measured to reproduce/RESULTS.md; CI trains the same network in the notebook and the fault-tolerance tests."""
 import pytest
 
