@@ -23,7 +23,7 @@ from inception_zoo import sharding
 from inception_zoo.pytree import path_str
 
 WEIGHTS_META = "inception_zoo.json"
-# Top-level modules that SimMIM pre-training adds to a Swin V2 encoder (models/simmim.py); weights
+# Top-level modules that SimMIM pre-training adds to a Swin V2 encoder (projects/simmim/simmim.py); weights
 # from such a run initialise a classifier without them.
 PRETRAINING_ONLY = ("mask_token", "decoder")
 

@@ -251,7 +251,7 @@ class SwinTransformerV2(nn.Module):
   @nn.compact
   def __call__(self, x, *, train: bool = False, mask=None, mask_token=None):
     """`mask` (B, H/patch, W/patch) bool and `mask_token` (embed_dim,): SimMIM pre-training
-    (models/simmim.py) replaces the embeddings of masked patches by the token before the stages."""
+    (projects/simmim/simmim.py) replaces the embeddings of masked patches by the token before the stages."""
     self.check(x)
     x = PatchEmbed(self.embed_dim, self.patch_size, self.dtype, name="patch_embed")(x.astype(self.dtype))
     if mask is not None:
