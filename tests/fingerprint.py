@@ -30,9 +30,11 @@ def digest(tree) -> str:
   return h.hexdigest()[:16]
 
 
-def init_and_apply(model, x):
+def init_and_apply(model, x, jit: bool = True):
+  """Digests of the seed-0 variables and of the output; eager and jitted applies round differently."""
   variables = jax.jit(model.init)(jax.random.key(0), x)
-  return [digest(variables), digest(jax.jit(lambda v, x: model.apply(v, x))(variables, x))]
+  apply = jax.jit(lambda v, x: model.apply(v, x)) if jit else model.apply
+  return [digest(variables), digest(apply(variables, x))]
 
 
 def models():
@@ -42,10 +44,10 @@ def models():
     model = create_model(name, num_classes=10, **options)
     out[name] = init_and_apply(model, jax.random.normal(jax.random.key(1), (2, size, size, 3)))
   out["drct_tiny"] = init_and_apply(create_model("drct_tiny", upscale=2),
-                                    jax.random.uniform(jax.random.key(1), (1, 16, 16, 3)))
+                                    jax.random.uniform(jax.random.key(1), (1, 16, 16, 3)), jit=False)
   vqgan = create_model("vit_vqgan", image_size=16, patch_size=4, encoder=(1, 32, 2, 64), decoder=(1, 32, 2, 64),
                        latent_dim=16, codebook_size=32, code_dim=8, l2_normalize=True)
-  out["vit_vqgan"] = init_and_apply(vqgan, jax.random.uniform(jax.random.key(1), (2, 16, 16, 3)))
+  out["vit_vqgan"] = init_and_apply(vqgan, jax.random.uniform(jax.random.key(1), (2, 16, 16, 3)), jit=False)
   return out
 
 
