@@ -13,8 +13,8 @@ import ml_collections
 from experiments.common import digits, imagenet
 from inception_zoo.errors import UserError
 from inception_zoo.main import run_experiment
+from inception_zoo.projects.random_pruning.run import TASK, run  # noqa: F401  (TASK: the sharding plan's)
 from inception_zoo.train import classification
-from inception_zoo.projects.random_pruning.run import run
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -15,8 +15,8 @@ from experiments.common import digits, imagenet
 from inception_zoo.data import pipeline
 from inception_zoo.errors import UserError
 from inception_zoo.main import run_experiment
+from inception_zoo.projects.sparse_mobilenet.run import PRUNED, TASK, run  # noqa: F401  (TASK: the sharding plan's)
 from inception_zoo.train import classification
-from inception_zoo.projects.sparse_mobilenet.run import PRUNED, run
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -137,18 +137,11 @@ def sparse_task(task):
   by `from_config`, and its train and eval steps given the masked parameters; a dense config (no
   method) trains exactly as `task` does."""
 
-  def wrap_optimizer(tx, config):
-    if task.wrap_optimizer is not None:
-      tx = task.wrap_optimizer(tx, config)
-    return from_config(tx, config)
-
-  def make_train_step(model, tx, schedule, config):
-    step = task.make_train_step(model, tx, schedule, config)
+  def masked(step, config):
     return (lambda state, *args: step(mask_state(state), *args)) if prunes(config) else step
 
-  def make_eval_step(model, config):
-    step = task.make_eval_step(model, config)
-    return (lambda state, *args: step(mask_state(state), *args)) if prunes(config) else step
-
-  return dataclasses.replace(task, make_train_step=make_train_step, make_eval_step=make_eval_step,
-                             wrap_optimizer=wrap_optimizer)
+  return dataclasses.replace(
+      task, wrap_optimizer=lambda tx, config: from_config(task.optimizer(tx, config), config),
+      make_train_step=lambda model, tx, schedule, config: masked(
+          task.make_train_step(model, tx, schedule, config), config),
+      make_eval_step=lambda model, config: masked(task.make_eval_step(model, config), config))

@@ -13,9 +13,8 @@ import optax
 
 from inception_zoo.errors import UserError
 from inception_zoo.main import apply_override, parse_args
-from inception_zoo.registry import create_model
 from inception_zoo.sharding import describe, format_table, infer_shardings, make_mesh
-from inception_zoo.train import optim
+from inception_zoo.train import classification, optim
 from inception_zoo.train.state import make_init
 
 
@@ -27,16 +26,19 @@ def main(argv: Sequence[str] | None = None):
       raise UserError("name the experiment: --experiment=NAME (a module of experiments/)")
     args = parse_args([a for a in argv if not a.startswith("--experiment=")])
     # A command-line entry point: the one place that may load an experiment by name.
-    config = importlib.import_module(f"experiments.{experiment[0]}").get_config(args["config"])
+    module = importlib.import_module(f"experiments.{experiment[0]}")
+    config = module.get_config(args["config"])
     for field, value in args["overrides"]:
       apply_override(config, field, value)
-    model = create_model(config.model_name, num_classes=config.num_classes or 1000,
-                         **config.model.to_dict())
+    # The experiment's Task builds the model and may wrap the optimizer (sparse training's masks live
+    # in the optimizer state, so they are part of the layout).
+    task = getattr(module, "TASK", classification.CLASSIFICATION)
+    model = task.build_model(config, config.num_classes or 1000)
     # Parameter shapes do not depend on the image size; 299 is valid for the conv nets, which have
     # no fixed size.
     size = getattr(model, "img_size", 299)
     image_shape = (size, size, 3)
-    tx = optim.make_optimizer(config, optax.constant_schedule(0.0))
+    tx = task.optimizer(optim.make_optimizer(config, optax.constant_schedule(0.0)), config)
     abstract = jax.eval_shape(make_init(model, tx, image_shape), jax.random.key(0))
     mesh = make_mesh(config.mesh.to_dict())
     shardings = infer_shardings(abstract, mesh, config.sharding_rules, config.fsdp_min_size)

@@ -121,6 +121,11 @@ class Task:
   wrap_optimizer: Optional[Callable[[optax.GradientTransformation, ml_collections.ConfigDict],
                                     optax.GradientTransformation]] = None
 
+  def optimizer(self, tx: optax.GradientTransformation,
+                config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """The optimizer this task trains with, given the config's (`wrap_optimizer` applied, if any)."""
+    return tx if self.wrap_optimizer is None else self.wrap_optimizer(tx, config)
+
 
 def build_classifier(config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
   return create_model(config.model_name, num_classes=config.get("num_classes") or num_classes,
@@ -153,9 +158,7 @@ class Setup:
     self.steps_per_epoch = pipeline.steps_per_epoch(len(self.train_data), inp.batch_size)
     self.total_steps = config.get("total_steps") or int(round(config.num_epochs * self.steps_per_epoch))
     self.schedule = optim.make_schedule(config, self.steps_per_epoch, self.total_steps)
-    self.tx = optim.make_optimizer(config, self.schedule)
-    if task.wrap_optimizer is not None:
-      self.tx = task.wrap_optimizer(self.tx, config)
+    self.tx = task.optimizer(optim.make_optimizer(config, self.schedule), config)
     self.checkpoints = ckpt.Checkpoints(workdir, keep=config.keep_checkpoints,
                                         every_steps=config.checkpoint_every)
     self.state, self.shardings, self.meta = restore_or_init(
