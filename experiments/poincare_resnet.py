@@ -12,9 +12,8 @@ import ml_collections
 
 from inception_zoo.errors import UserError
 from inception_zoo.main import run_experiment
-from inception_zoo.train import classification
 from inception_zoo.projects.poincare_resnet.run import run
-
+from inception_zoo.train import classification
 
 SETTINGS = ("runlocal", "resnet20_cifar10", "resnet32_cifar10", "resnet20_cifar100", "resnet32_cifar100")
 

@@ -8,10 +8,9 @@ import ml_collections
 import numpy as np
 
 from inception_zoo.data import datasets
-from inception_zoo.projects.cda import dataset, sre2l
 from inception_zoo.metrics import MetricWriter
+from inception_zoo.projects.cda import dataset, sre2l
 from inception_zoo.utils import plots
-
 
 # "random_real": a random real subset on its own labels, the Random baseline of dataset-distillation
 # tables; "random_real_relabel": the same images relabelled by the teacher like the distilled sets.

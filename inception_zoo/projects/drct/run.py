@@ -9,8 +9,8 @@ import numpy as np
 
 from inception_zoo.errors import UserError
 from inception_zoo.metrics import read_metrics
-from inception_zoo.projects.drct.drct import create_drct
 from inception_zoo.projects.drct import sr
+from inception_zoo.projects.drct.drct import create_drct
 from inception_zoo.train.classification import eval_params
 from inception_zoo.utils import plots
 

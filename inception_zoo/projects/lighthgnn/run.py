@@ -8,11 +8,10 @@ import ml_collections
 from inception_zoo.graph.data import split_per_class
 from inception_zoo.graph.hypergraph import hypergraph_sbm
 from inception_zoo.metrics import MetricWriter
-from inception_zoo.projects.lighthgnn.hgnn import HGNN
 from inception_zoo.models.mlp import MLP
+from inception_zoo.projects.lighthgnn.hgnn import HGNN
 from inception_zoo.train import node_classification as nc
 from inception_zoo.utils import plots
-
 
 METHODS = ("mlp", "hgnn", "lighthgnn", "lighthgnn_plus")
 

@@ -10,11 +10,10 @@ import numpy as np
 import optax
 
 from inception_zoo.data import datasets
-from inception_zoo.projects.mip_hypernet.hypernet import HyperNet, parameter_norm
 from inception_zoo.metrics import MetricWriter
+from inception_zoo.projects.mip_hypernet.hypernet import HyperNet, parameter_norm
 from inception_zoo.train.fullbatch import fit
 from inception_zoo.utils import plots
-
 
 METHODS = {"mip": dict(encoding="cos|sin", additive=True), "baseline": dict(encoding=None, additive=False)}
 

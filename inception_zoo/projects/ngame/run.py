@@ -11,12 +11,11 @@ import optax
 
 from inception_zoo.errors import UserError
 from inception_zoo.metrics import MetricWriter, read_metrics
+from inception_zoo.projects.ngame import batching, classifier, data, encoder, metrics, tokenize
 from inception_zoo.train import loop
 from inception_zoo.train.fullbatch import fit
 from inception_zoo.train.optim import make_optimizer, make_schedule
 from inception_zoo.utils import plots
-from inception_zoo.projects.ngame import batching, classifier, data, encoder, metrics, tokenize
-
 
 # The paper's LF datasets with the official first-stage settings (Extreme-classification/ngame,
 # configs/NGAME/*.json): training points; propensity A, B; batch size; title/text tokens; epochs;

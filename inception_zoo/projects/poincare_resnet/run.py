@@ -10,8 +10,8 @@ import numpy as np
 import optax
 
 from inception_zoo.data import datasets
-from inception_zoo.projects.poincare_resnet import poincare
 from inception_zoo.metrics import MetricWriter
+from inception_zoo.projects.poincare_resnet import poincare
 from inception_zoo.projects.poincare_resnet.poincare_resnet import PoincareResNet
 from inception_zoo.train import classification
 from inception_zoo.train.fullbatch import fit

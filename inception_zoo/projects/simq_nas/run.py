@@ -12,12 +12,11 @@ from inception_zoo.data import datasets
 from inception_zoo.errors import UserError
 from inception_zoo.metrics import MetricWriter
 from inception_zoo.projects.simq_nas import search, supernet
+from inception_zoo.projects.simq_nas import supernet_task as supernet_training
 from inception_zoo.quant import policy
 from inception_zoo.train import classification
-from inception_zoo.projects.simq_nas import supernet_task as supernet_training
 from inception_zoo.train.fullbatch import fit
 from inception_zoo.utils import plots
-
 
 OBJECTIVES = ("error", "latency_ms", "size_kib")
 
