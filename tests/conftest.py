@@ -50,7 +50,9 @@ def pytest_runtest_logreport(report):
 
 
 def pytest_sessionfinish(session):
-  if not _REPRODUCED or session.config.getoption("markexpr", "") != "reproduce":
+  # xdist workers see their own tests' reports too: only the controller, which sees all, writes the file.
+  if (not _REPRODUCED or session.config.getoption("markexpr", "") != "reproduce"
+      or hasattr(session.config, "workerinput")):
     return
   import datetime
   import platform
