@@ -27,10 +27,9 @@ import optax
 from inception_zoo import ckpt, sharding
 from inception_zoo.data import datasets, pipeline, pp
 from inception_zoo.errors import UserError
-from inception_zoo.metrics import MetricWriter
 from inception_zoo.registry import create_model
 from inception_zoo.train import loop, mixup, optim
-from inception_zoo.train.state import (TrainState, ema_update, global_batch, keep_if_finite,
+from inception_zoo.train.state import (TrainState, apply_gradients, ema_update, global_batch,
                                        restore_or_init, step_rng)
 
 
@@ -39,16 +38,13 @@ def cross_entropy(logits, targets):
   return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
 
 
-def apply_gradients(state: TrainState, grads, loss, batch_stats, tx: optax.GradientTransformation,
-                    config: ml_collections.ConfigDict):
-  """What every train step ends with: the optimizer update, the parameter EMA, and the guard that
-  leaves the state untouched when the loss or gradients are not finite. Returns (state, grad norm)."""
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
-  new = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state,
-                      ema_params=ema_update(state.ema_params, params, state.step, config.ema_decay))
-  grad_norm = optax.tree.norm(grads)
-  return keep_if_finite(jnp.isfinite(loss) & jnp.isfinite(grad_norm), new, state), grad_norm
+def update_state(state: TrainState, grads, loss, batch_stats, tx: optax.GradientTransformation,
+                 config: ml_collections.ConfigDict):
+  """`apply_gradients` for a `TrainState`: the optimizer update, the step count, the new batch
+  statistics and the parameter EMA, all kept back on a non-finite step. Returns (state, grad norm)."""
+  return apply_gradients(state, grads, loss, tx, finish=lambda new: new.replace(
+      step=state.step + 1, batch_stats=batch_stats,
+      ema_params=ema_update(state.ema_params, new.params, state.step, config.ema_decay)))
 
 
 def make_train_step(model, tx, schedule, config,
@@ -70,7 +66,7 @@ def make_train_step(model, tx, schedule, config,
       return loss, (logits, updates["batch_stats"])
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    new, grad_norm = apply_gradients(state, grads, loss, batch_stats, tx, config)
+    new, grad_norm = update_state(state, grads, loss, batch_stats, tx, config)
     metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
                "grad_norm": grad_norm, "learning_rate": schedule(state.step)}
     return new, metrics
@@ -142,7 +138,9 @@ CLASSIFICATION = Task(build_classifier, make_train_step, make_eval_step, classif
 class Setup:
   """Everything a run derives from its config before the first step (shared by train and eval)."""
 
-  def __init__(self, config: ml_collections.ConfigDict, workdir: str, task: Task = CLASSIFICATION):
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str, task: Task = CLASSIFICATION,
+               checkpoints: Optional[ckpt.Checkpoints] = None):
+    """Restores from `checkpoints` (a `loop.Run`'s), else from its own over `workdir` (then close it)."""
     self.config, self.workdir, self.task = config, workdir, task
     inp = config.input
     self.mesh = sharding.make_mesh(config.mesh.to_dict())
@@ -159,8 +157,8 @@ class Setup:
     self.total_steps = config.get("total_steps") or int(round(config.num_epochs * self.steps_per_epoch))
     self.schedule = optim.make_schedule(config, self.steps_per_epoch, self.total_steps)
     self.tx = task.optimizer(optim.make_optimizer(config, self.schedule), config)
-    self.checkpoints = ckpt.Checkpoints(workdir, keep=config.keep_checkpoints,
-                                        every_steps=config.checkpoint_every)
+    self.checkpoints = checkpoints or ckpt.Checkpoints(workdir, keep=config.keep_checkpoints,
+                                                       every_steps=config.checkpoint_every)
     self.state, self.shardings, self.meta = restore_or_init(
         config, self.model, self.tx, self.image_shape, self.mesh, self.checkpoints,
         head=getattr(self.model, "head_name", "head"), init_scope=getattr(self.model, "init_scope", None))
@@ -195,37 +193,29 @@ def load_frozen(s: Setup) -> tuple:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        task: Task = CLASSIFICATION) -> Dict[str, float]:
-  s = Setup(config, workdir, task)
   cfg = config
-  start = int(jax.device_get(s.state.step))
-  loop.check_same_input(s.meta, workdir, global_batch=cfg.input.batch_size, seed=cfg.seed)
-  writer = MetricWriter(workdir)
-  writer.write_config(cfg)
-  if start >= s.total_steps:
-    logging.info("%s is already at step %d of %d", workdir, start, s.total_steps)
-  batch_sharding = sharding.batch_sharding(s.mesh)
-  frozen, frozen_shardings = load_frozen(s)
-  train_step = sharding.compile_together(
-      jax.jit(s.task.make_train_step(s.model, s.tx, s.schedule, cfg),
-              in_shardings=(s.shardings, batch_sharding, *frozen_shardings),
-              out_shardings=(s.shardings, sharding.replicated(s.mesh)), donate_argnums=0), "train step")
-  batches = pipeline.train_batches(s.train_data.source, s.pp_train, global_batch=cfg.input.batch_size,
-                                   seed=cfg.seed, start_batch=start, num_threads=cfg.input.num_threads)
+  with loop.Run(workdir, cfg, keep=cfg.keep_checkpoints, checkpoint_every=cfg.checkpoint_every,
+                tensorboard=True) as run:
+    s = Setup(cfg, workdir, task, checkpoints=run.checkpoints)
+    start = run.resume(s.meta, seed=cfg.seed, global_batch=cfg.input.batch_size)
+    if start >= s.total_steps:
+      logging.info("%s is already at step %d of %d", workdir, start, s.total_steps)
+    batch_sharding = sharding.batch_sharding(s.mesh)
+    frozen, frozen_shardings = load_frozen(s)
+    train_step = sharding.compile_together(
+        jax.jit(s.task.make_train_step(s.model, s.tx, s.schedule, cfg),
+                in_shardings=(s.shardings, batch_sharding, *frozen_shardings),
+                out_shardings=(s.shardings, sharding.replicated(s.mesh)), donate_argnums=0), "train step")
+    batches = pipeline.train_batches(s.train_data.source, s.pp_train, global_batch=cfg.input.batch_size,
+                                     seed=cfg.seed, start_batch=start, num_threads=cfg.input.num_threads)
 
-  def evaluate(state):
-    s.state = state
-    return s.evaluate()
+    def evaluate(state):
+      s.state = state
+      return s.evaluate()
 
-  s.state, result = loop.run_steps(
-      s.state, train_step, (global_batch(s.mesh, b) for b in batches), start=start,
-      total_steps=s.total_steps, checkpoints=s.checkpoints, writer=writer,
-      meta=lambda step: loop.input_meta(cfg, step, seed=cfg.seed, global_batch=cfg.input.batch_size),
-      evaluate=evaluate, log_every=cfg.log_every, eval_every=cfg.eval_every, desc=cfg.model_name,
-      extra=frozen)
-  if not result:  # nothing left to train: report the restored model
-    result = s.evaluate()
-  writer.close()
-  s.checkpoints.close()
+    s.state, result = run.steps(s.state, train_step, (global_batch(s.mesh, b) for b in batches),
+                                total_steps=s.total_steps, evaluate=evaluate, log_every=cfg.log_every,
+                                eval_every=cfg.eval_every, desc=cfg.model_name, extra=frozen)
   if jax.process_index() == 0:
     print(s.task.summary(cfg, result, len(s.eval_data), int(jax.device_get(s.state.step))))
   return result

@@ -158,7 +158,7 @@ def make_train_step(model: Distiller, tx, schedule, config: ml_collections.Confi
     grad_fn = jax.value_and_grad(distill_loss, argnums=1, has_aux=True)
     (loss, (kl, adversarial, logits, batch_stats)), grads = grad_fn(
         model, state.params, state.batch_stats, images, probs, teacher_logits, weight, step_rng(state))
-    new, grad_norm = classification.apply_gradients(state, grads, loss, batch_stats, tx, config)
+    new, grad_norm = classification.update_state(state, grads, loss, batch_stats, tx, config)
     # The labels stay unread: agreement with the ensemble's top class is what training follows.
     metrics = {"loss": loss, "kl": kl, "discriminator": adversarial, "grad_norm": grad_norm,
                "teacher_agreement": jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(probs, -1)),

@@ -14,6 +14,7 @@ import optax
 from tqdm.auto import tqdm
 
 from inception_zoo.metrics import MetricWriter, check_finite
+from inception_zoo.train.state import apply_gradients
 
 # loss_fn(params, key) -> loss, or (loss, {name: scalar}) with has_aux; loss_fn(params, key, step) with
 # pass_step (a schedule inside the loss, e.g. a curriculum).
@@ -37,8 +38,8 @@ def fit(loss_fn: LossFn, params, tx: optax.GradientTransformation, num_steps: in
     params, opt_state = carry
     out, grads = grad_fn(params, jax.random.fold_in(key, step), *((step,) if pass_step else ()))
     loss, aux = out if has_aux else (out, {})
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return (optax.apply_updates(params, updates), opt_state), (loss, aux)
+    new, _ = apply_gradients({"params": params, "opt_state": opt_state}, grads, loss, tx)
+    return (new["params"], new["opt_state"]), (loss, aux)
 
   @jax.jit
   def chunk(params, opt_state, steps):

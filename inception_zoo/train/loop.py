@@ -13,7 +13,8 @@ Resume is exact when the step's randomness and its batch are functions of the st
 state: a state carries its key (`state.step_rng`), and `batches(start)` starts at the restored step.
 `meta(step)` records what the input position depends on; `check_same_input` refuses to resume a
 workdir with a different seed or batch size, which would change the examples that come next.
-`run_in_workdir` is all of it for one run in one directory: restore or start, check, loop, close.
+`Run` is the harness of one run in one directory (restore or start, check, loop, close); every
+trainer goes through it, and `run_in_workdir` is it for a state that starts as `init()`.
 """
 import sys
 import time
@@ -121,26 +122,60 @@ def run_steps(state, train_step: Callable, batches: Iterator, *, start: int, tot
   return state, result
 
 
+class Run:
+  """The harness of one resumable run in `workdir`: its checkpoints and metric writer, closed on exit
+  (also when a step fails). Every trainer on the step loop goes through it:
+
+    with loop.Run(workdir, config, keep=3, checkpoint_every=1000) as run:
+      state, meta = loop.restore_or_start(run.checkpoints, init)   # or the trainer's own restore
+      start = run.resume(meta, seed=config.seed, global_batch=64)  # refuses a changed input order
+      state, result = run.steps(state, train_step, batches(start), total_steps=..., evaluate=...)
+  """
+
+  def __init__(self, workdir: str, config: ml_collections.ConfigDict, *, keep: int = 3,
+               checkpoint_every: int = 0, tensorboard: bool = False):
+    self.workdir, self.config = workdir, config
+    self.checkpoints = ckpt.Checkpoints(workdir, keep=keep, every_steps=checkpoint_every)
+    self.writer = MetricWriter(workdir, tensorboard=tensorboard)
+    self.start, self.settings = 0, {}
+
+  def __enter__(self) -> "Run":
+    return self
+
+  def __exit__(self, *exc):
+    self.checkpoints.close()
+    self.writer.close()
+
+  def resume(self, meta: Dict[str, Any], **settings) -> int:
+    """The step to continue from, given the restored checkpoint's `meta` ({} for a fresh start), after
+    checking that `settings` (what the input order depends on: seed, batch size, ...) are unchanged."""
+    check_same_input(meta, self.workdir, **settings)
+    self.settings, self.start = settings, meta.get("input", {}).get("next_batch", 0)
+    self.writer.write_config(self.config)
+    return self.start
+
+  def steps(self, state, train_step: Callable, batches: Iterator, *, total_steps: int,
+            evaluate: Callable[[Any], Dict[str, float]], log_every: int, eval_every: int = 0,
+            desc: str = "train", extra: tuple = ()) -> Tuple[Any, Dict[str, float]]:
+    """`run_steps` from the resumed step to `total_steps`; returns (state, last evaluation), the
+    restored state's evaluation when the run was already done."""
+    state, result = run_steps(state, train_step, batches, start=self.start, total_steps=total_steps,
+                              checkpoints=self.checkpoints, writer=self.writer,
+                              meta=lambda step: input_meta(self.config, step, **self.settings), evaluate=evaluate,
+                              log_every=log_every, eval_every=eval_every, desc=desc, extra=extra)
+    return state, result or evaluate(state)
+
+
 def run_in_workdir(workdir: str, init: Callable[[], Any], train_step: Callable,
                    batches: Callable[[int], Iterator], *, config: ml_collections.ConfigDict,
                    total_steps: int, settings: Dict[str, Any], evaluate: Callable[[Any], Dict[str, float]],
                    log_every: int, eval_every: int = 0, checkpoint_every: int = 0, keep: int = 3,
                    shardings: Optional[Any] = None, desc: str = "train",
                    extra: tuple = ()) -> Tuple[Any, Dict[str, float]]:
-  """One resumable run in `workdir`: its newest checkpoint or `init()`, refused if `settings` (what the
-  input order depends on: seed, batch size, ...) changed, then `run_steps` up to `total_steps` with
-  `batches(start)` yielding the batches of steps start+1, ... Returns (state, last evaluation) as
-  `run_steps`; a run that was already done returns its restored state and {}."""
-  checkpoints = ckpt.Checkpoints(workdir, keep=keep, every_steps=checkpoint_every)
-  writer = MetricWriter(workdir, tensorboard=False)
-  try:
-    state, meta = restore_or_start(checkpoints, init, shardings)
-    check_same_input(meta, workdir, **settings)
-    start = meta.get("input", {}).get("next_batch", 0)
-    return run_steps(state, train_step, batches(start), start=start, total_steps=total_steps,
-                     checkpoints=checkpoints, writer=writer,
-                     meta=lambda step: input_meta(config, step, **settings), evaluate=evaluate,
+  """`Run` for a state that starts as `init()`: the workdir's newest checkpoint or `init()`, then
+  `batches(start)` (the batches of steps start+1, ...) up to `total_steps`."""
+  with Run(workdir, config, keep=keep, checkpoint_every=checkpoint_every) as run:
+    state, meta = restore_or_start(run.checkpoints, init, shardings)
+    start = run.resume(meta, **settings)
+    return run.steps(state, train_step, batches(start), total_steps=total_steps, evaluate=evaluate,
                      log_every=log_every, eval_every=eval_every, desc=desc, extra=extra)
-  finally:
-    checkpoints.close()
-    writer.close()

@@ -4,6 +4,7 @@ The state is a pytree with no Python-side state: the per-step random key is deri
 key and the step, and the input position is the step, so a checkpoint of this state is a full resume.
 The seed enters only as data (the initial key), so runs that differ in seed share compiled code.
 """
+import functools
 import logging
 import signal
 from typing import Any, Callable, Dict, Optional, Tuple
@@ -67,10 +68,22 @@ def ema_update(ema, params, step, decay: float):
   return jax.tree.map(lambda e, p: d * e + (1 - d) * p, ema, params)
 
 
-def keep_if_finite(ok, new, old):
-  """`new` where `ok`, else `old`: a NaN step leaves the state exactly as it was."""
+def apply_gradients(state, grads, loss, tx: optax.GradientTransformation, *,
+                    finish: Optional[Callable[[Any], Any]] = None, params: str = "params",
+                    opt_state: str = "opt_state"):
+  """The end of every train step: `tx`'s update of `state.params` (and `state.opt_state`; fields or
+  dict keys of those names), then `finish(new state)` (step count, EMA, batch statistics), guarded:
+  when the loss or the gradients are not finite the state comes back exactly as it was, so nothing
+  past a NaN step is ever saved (the loop stops there, `metrics.check_finite`). Returns (state, grad norm)."""
+  get = state.get if isinstance(state, dict) else functools.partial(getattr, state)
+  updates, new_opt_state = tx.update(grads, get(opt_state), get(params))
+  fields = {params: optax.apply_updates(get(params), updates), opt_state: new_opt_state}
+  new = {**state, **fields} if isinstance(state, dict) else state.replace(**fields)
+  new = finish(new) if finish else new
+  grad_norm = optax.tree.norm(grads)
+  ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
   # One conditional over the whole state compiles far faster than a select per leaf.
-  return jax.lax.cond(ok, lambda: new, lambda: old)
+  return jax.lax.cond(ok, lambda: new, lambda: state), grad_norm
 
 
 def restore_or_init(config: ml_collections.ConfigDict, model: nn.Module,

@@ -183,7 +183,7 @@ def make_train_step(model, tx, schedule, config: ml_collections.ConfigDict):
       return dataset.soft_label_loss(logits, teacher_logits, temperature), (logits, updates["batch_stats"])
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    new, grad_norm = classification.apply_gradients(state, grads, loss, batch_stats, tx, config)
+    new, grad_norm = classification.update_state(state, grads, loss, batch_stats, tx, config)
     metrics = {"loss": loss, "grad_norm": grad_norm, "learning_rate": schedule(state.step),
                "teacher_agreement": jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(teacher_logits, -1))}
     return new, metrics

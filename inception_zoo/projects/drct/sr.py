@@ -14,7 +14,7 @@ image, JAX renormalises the kernel), so LR images match MATLAB's in the interior
 
 Images are float arrays in [0, 1], NHWC. `train` is the trainer: a `TrainState` (the classifier's
 sharded init and resume, `restore_or_init`), the L1 step (the optimizer from the config,
-`apply_gradients` with its EMA and NaN guard) driven by the shared step loop (`loop.run_steps`:
+`apply_gradients` with its EMA and NaN guard) driven by the shared harness (`loop.Run`:
 checkpoints, pre-emption, NaN stop, metrics), and PSNR / SSIM of every evaluation set against bicubic
 written as metrics. The patches of step i are drawn from `np.random.default_rng([seed, i, process])`,
 so a resumed run sees exactly the batches an uninterrupted one would.
@@ -30,12 +30,11 @@ import ml_collections
 import numpy as np
 import optax
 
-from inception_zoo import ckpt, sharding
+from inception_zoo import sharding
 from inception_zoo.data.datasets import IMAGE_SUFFIXES
 from inception_zoo.errors import UserError
-from inception_zoo.metrics import MetricWriter
 from inception_zoo.train import loop, optim
-from inception_zoo.train.classification import apply_gradients, eval_params
+from inception_zoo.train.classification import eval_params, update_state
 from inception_zoo.train.state import TrainState, global_batch, restore_or_init, step_rng
 
 # ITU-R BT.601 luma of RGB in [0, 1], in [16, 235] (BasicSR's `rgb2ycbcr(y_only=True)` x 255).
@@ -161,7 +160,7 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule, config: m
       return jnp.mean(jnp.abs(sr - hr))
 
     loss, grads = jax.value_and_grad(loss_fn)(state.params)
-    new, grad_norm = apply_gradients(state, grads, loss, state.batch_stats, tx, config)
+    new, grad_norm = update_state(state, grads, loss, state.batch_stats, tx, config)
     return new, {"loss": loss, "grad_norm": grad_norm, "learning_rate": schedule(state.step)}
 
   return train_step
@@ -218,34 +217,23 @@ def train(config: ml_collections.ConfigDict, workdir: str, model, train_images: 
   mesh = sharding.make_mesh(config.mesh.to_dict())
   schedule = optim.make_schedule(config, 1, config.total_steps)  # one "epoch" per step
   tx = optim.make_optimizer(config, schedule)
-  checkpoints = ckpt.Checkpoints(workdir, keep=config.keep_checkpoints, every_steps=config.checkpoint_every)
-  # `head` matters only for `config.init_from` weights: the RGB output conv is the part to reset.
-  state, shardings, meta = restore_or_init(config, model, tx, (config.patch_size,) * 2 + (3,), mesh,
-                                           checkpoints, head="conv_last")
-  what = dict(seed=config.seed, global_batch=config.batch_size, hr_size=hr_size)
-  loop.check_same_input(meta, workdir, **what)
-  start = int(jax.device_get(state.step))
-  writer = MetricWriter(workdir, tensorboard=False)
-  writer.write_config(config)
-  step_fn = sharding.compile_together(
-      jax.jit(make_train_step(model, tx, schedule, config),
-              in_shardings=(shardings, sharding.batch_sharding(mesh)),
-              out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0), "sr train step")
-  apply = jax.jit(lambda params, lr: model.apply({"params": params}, lr)[0])
+  with loop.Run(workdir, config, keep=config.keep_checkpoints, checkpoint_every=config.checkpoint_every) as run:
+    # `head` matters only for `config.init_from` weights: the RGB output conv is the part to reset.
+    state, shardings, meta = restore_or_init(config, model, tx, (config.patch_size,) * 2 + (3,), mesh,
+                                             run.checkpoints, head="conv_last")
+    start = run.resume(meta, seed=config.seed, global_batch=config.batch_size, hr_size=hr_size)
+    step_fn = sharding.compile_together(
+        jax.jit(make_train_step(model, tx, schedule, config),
+                in_shardings=(shardings, sharding.batch_sharding(mesh)),
+                out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0), "sr train step")
+    apply = jax.jit(lambda params, lr: model.apply({"params": params}, lr)[0])
 
-  def evaluate_sets(state):
-    params = eval_params(state, config)
-    return {f"{name}/{k}": v for name, images in eval_sets.items()
-            for k, v in evaluate(apply, params, images, config.scale).items()}
+    def evaluate_sets(state):
+      params = eval_params(state, config)
+      return {f"{name}/{k}": v for name, images in eval_sets.items()
+              for k, v in evaluate(apply, params, images, config.scale).items()}
 
-  batches = train_batches(train_images, hr_size, config.batch_size, config.seed, start)
-  state, result = loop.run_steps(
-      state, step_fn, (global_batch(mesh, b) for b in batches), start=start,
-      total_steps=config.total_steps, checkpoints=checkpoints, writer=writer,
-      meta=lambda step: loop.input_meta(config, step, **what), evaluate=evaluate_sets,
-      log_every=config.log_every, eval_every=config.eval_every, desc=config.name)
-  if not result:  # nothing left to train: score the restored model
-    result = evaluate_sets(state)
-  writer.close()
-  checkpoints.close()
-  return state, result
+    batches = train_batches(train_images, hr_size, config.batch_size, config.seed, start)
+    return run.steps(state, step_fn, (global_batch(mesh, b) for b in batches), total_steps=config.total_steps,
+                     evaluate=evaluate_sets, log_every=config.log_every, eval_every=config.eval_every,
+                     desc=config.name)

@@ -41,6 +41,7 @@ import optax
 from inception_zoo.errors import UserError
 from inception_zoo.metrics import MetricWriter
 from inception_zoo.projects.eas import net2net
+from inception_zoo.train.state import apply_gradients
 
 PAD, SEP = 0, 1  # token ids below the layer tokens
 MAX_ACC = 1.0 - 1e-3  # tan(pi / 2) is infinite: a perfect validation score is clipped here
@@ -279,8 +280,8 @@ def _train_fns(model: nn.Module, data, tx):
       return optax.softmax_cross_entropy_with_integer_labels(logits, y_train[idx]).mean()
 
     loss, grads = jax.value_and_grad(loss_fn)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
+    new, _ = apply_gradients({"params": params, "opt_state": opt_state}, grads, loss, tx)
+    return new["params"], new["opt_state"], loss
 
   def finish(params, batch_stats, masks):
     # BatchNorm statistics of the whole training split (exact, not a moving average); they are also
@@ -372,9 +373,10 @@ def _controller_fns(space: Space, learning_rate: float, entropy_penalty: float, 
     return controller.apply({"params": params}, tokens, lengths, counts, key=key)
 
   def update(params, opt_state, batch, advantages):
-    grads = jax.grad(lambda p: reinforce_loss(controller, p, batch, advantages, num_samples, entropy_penalty))(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state
+    loss, grads = jax.value_and_grad(
+        lambda p: reinforce_loss(controller, p, batch, advantages, num_samples, entropy_penalty))(params)
+    new, _ = apply_gradients({"params": params, "opt_state": opt_state}, grads, loss, tx)
+    return new["params"], new["opt_state"]
 
   return controller, jax.jit(init), jax.jit(sample), jax.jit(update)
 

@@ -30,6 +30,7 @@ import optax
 import scipy.sparse as sp
 
 from inception_zoo.errors import UserError
+from inception_zoo.train.state import apply_gradients
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -190,10 +191,8 @@ def make_update(encode: Callable[[Any, Any, Any], jax.Array], tx: optax.Gradient
     key = jax.random.fold_in(jax.random.wrap_key_data(state["key"]), state["step"])
     (loss, hard), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state["params"], point_inputs, label_inputs, *(a[i] for a in batches), key)
-    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-    params = optax.apply_updates(state["params"], updates)
-    return {**state, "step": state["step"] + 1, "params": params, "opt_state": opt_state}, \
-        {"loss": loss, "hardness": hard}
+    new, grad_norm = apply_gradients(state, grads, loss, tx, finish=lambda new: {**new, "step": new["step"] + 1})
+    return new, {"loss": loss, "hardness": hard, "grad_norm": grad_norm}
 
   return update
 

@@ -46,7 +46,7 @@ import optax
 from inception_zoo.errors import UserError
 from inception_zoo.layers import l2_normalize
 from inception_zoo.train import loop
-from inception_zoo.train.state import TrainState, keep_if_finite
+from inception_zoo.train.state import TrainState, apply_gradients
 
 PIXEL_LOSSES = ("pixpro", "pixcontrast")
 
@@ -275,12 +275,9 @@ def make_train_step(model: PixPro, tx: optax.GradientTransformation, total_steps
       return loss, (metrics, updates["batch_stats"])
 
     (loss, (metrics, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    new = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                        batch_stats=batch_stats, opt_state=opt_state, ema_params=target_params)
-    grad_norm = optax.tree.norm(grads)
-    ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    return keep_if_finite(ok, new, state), {"loss": loss, "grad_norm": grad_norm, "momentum": m, **metrics}
+    new, grad_norm = apply_gradients(state, grads, loss, tx, finish=lambda new: new.replace(
+        step=state.step + 1, batch_stats=batch_stats, ema_params=target_params))
+    return new, {"loss": loss, "grad_norm": grad_norm, "momentum": m, **metrics}
 
   return train_step
 
@@ -299,10 +296,9 @@ def pretrain(train_step: Callable, init: Callable[[], TrainState], batches: Call
   at the end and on pre-emption; metrics go to `workdir`/metrics.jsonl. Returns the state and
   `evaluate(state)` at the end ({} without `evaluate`), also for a workdir that was already done."""
   evaluate = evaluate or (lambda state: {})
-  state, result = loop.run_in_workdir(
+  return loop.run_in_workdir(
       workdir, init, jax.jit(train_step, donate_argnums=0), batches, config=config,
       total_steps=total_steps or config.total_steps,
       settings=dict(seed=config.seed, global_batch=config.batch_size), evaluate=evaluate,
       log_every=config.log_every, checkpoint_every=config.checkpoint_every, keep=config.keep_checkpoints,
       shardings=shardings, desc=desc, extra=({k: jnp.float32(v) for k, v in weights.items()},))
-  return state, result or evaluate(state)

@@ -57,7 +57,7 @@ def make_train_step(model: SimMIM, tx, schedule, config: ml_collections.ConfigDi
       return masked_l1(images, reconstruction, mask, patch), updates["batch_stats"]
 
     (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    new, grad_norm = classification.apply_gradients(state, grads, loss, batch_stats, tx, config)
+    new, grad_norm = classification.update_state(state, grads, loss, batch_stats, tx, config)
     return new, {"loss": loss, "grad_norm": grad_norm, "learning_rate": schedule(state.step)}
 
   return train_step

@@ -42,7 +42,7 @@ def make_train_step(model: supernet.ElasticResNet, tx, schedule, config: ml_coll
       return loss, (largest, ce, updates["batch_stats"])
 
     (loss, (largest, ce, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    new, grad_norm = classification.apply_gradients(state, grads, loss, batch_stats, tx, config)
+    new, grad_norm = classification.update_state(state, grads, loss, batch_stats, tx, config)
     return new, {"loss": loss, "largest_ce": ce, "grad_norm": grad_norm, "learning_rate": schedule(state.step),
                  "accuracy": jnp.mean(jnp.argmax(largest, -1) == batch["label"])}
 

@@ -20,6 +20,11 @@ import jax.numpy as jnp
 import optax
 
 from inception_zoo.projects.vit_vqgan import vim, vit_vqgan
+from inception_zoo.train.state import apply_gradients
+
+
+def next_step(state: dict) -> dict:
+  return {**state, "step": state["step"] + 1}
 
 
 def stage1_init(model: vit_vqgan.ViTVQGAN, tx: optax.GradientTransformation, seed, *,
@@ -53,9 +58,8 @@ def stage1_step(model: vit_vqgan.ViTVQGAN, tx: optax.GradientTransformation, wei
       return loss, ({"perplexity": aux["perplexity"], **terms}, recon)
 
     (loss, (metrics, recon)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
-    updates, opt = tx.update(grads, state["opt"], state["params"])
-    new = {**state, "step": state["step"] + 1, "params": optax.apply_updates(state["params"], updates), "opt": opt}
-    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **metrics}
+    new, grad_norm = apply_gradients(state, grads, loss, tx, opt_state="opt", finish=next_step)
+    metrics = {"loss": loss, "grad_norm": grad_norm, **metrics}
     if adversarial:
       fake = jax.lax.stop_gradient(recon)
 
@@ -65,9 +69,8 @@ def stage1_step(model: vit_vqgan.ViTVQGAN, tx: optax.GradientTransformation, wei
         r1 = vit_vqgan.r1_penalty(d, images)
         return gan + 0.5 * r1_gamma * r1, (gan, r1)
 
-      (_, (gan, r1)), d_grads = jax.value_and_grad(disc_loss, has_aux=True)(state["disc"])
-      d_updates, d_opt = disc_tx.update(d_grads, state["disc_opt"], state["disc"])
-      new.update(disc=optax.apply_updates(state["disc"], d_updates), disc_opt=d_opt)
+      (d_loss, (gan, r1)), d_grads = jax.value_and_grad(disc_loss, has_aux=True)(state["disc"])
+      new, _ = apply_gradients(new, d_grads, d_loss, disc_tx, params="disc", opt_state="disc_opt")
       metrics.update(disc_loss=gan, r1=r1)
     return new, metrics
 
@@ -103,8 +106,7 @@ def stage2_step(model: vim.VIM, tx: optax.GradientTransformation, tokenizer: vit
     labels = jnp.where(drop, model.num_classes, labels)
     loss, grads = jax.value_and_grad(
         lambda p: vim.next_token_loss(model.apply({"params": p}, tokens, labels)[0], tokens))(state["params"])
-    updates, opt = tx.update(grads, state["opt"], state["params"])
-    new = {**state, "step": state["step"] + 1, "params": optax.apply_updates(state["params"], updates), "opt": opt}
-    return new, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+    new, grad_norm = apply_gradients(state, grads, loss, tx, opt_state="opt", finish=next_step)
+    return new, {"loss": loss, "grad_norm": grad_norm}
 
   return jax.jit(step, donate_argnums=0)
