@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from benchmarks.timing import best_time
 from inception_zoo.graph.hypergraph import hypergraph_sbm
 from inception_zoo.projects.lighthgnn.hgnn import HGNN
-from inception_zoo.models.mlp import MLP
+from inception_zoo.models.mlp import graph_mlp
 
 PAPER = "~100x (GPU, 55k-vertex synthetic hypergraphs)"
 
@@ -60,7 +60,7 @@ def main(argv=None):
   for n in args.vertices:
     d = hypergraph_sbm(num_classes=5, class_size=n // 5, num_edges=n, feature_dim=args.feature_dim, seed=0)
     hg, x = d.hypergraph(), jnp.asarray(d.features)
-    teacher, student = HGNN(5, hidden=32), MLP(hidden=128, num_classes=5)
+    teacher, student = HGNN(5, hidden=32), graph_mlp(hidden=128, num_classes=5)
     t_vars, s_vars = teacher.init(jax.random.key(0), x, hg), student.init(jax.random.key(1), x)
     hgnn = jax.jit(lambda v, x, hg: teacher.apply(v, x, hg))
     mlp = jax.jit(lambda v, x: student.apply(v, x))

@@ -14,7 +14,7 @@ from experiments import cda
 from inception_zoo import ckpt, create_model
 from inception_zoo.projects.cda import dataset, run as driver, sre2l
 from inception_zoo.errors import UserError
-from inception_zoo.models.mlp import MLP
+from inception_zoo.models.mlp import graph_mlp
 
 
 class _InputBN(nn.Module):
@@ -67,7 +67,7 @@ def test_bn_loss_matches_a_numpy_oracle_and_reaches_the_images():
   grads = jax.jit(jax.grad(lambda z: bn_matching(z, 1.0)[1]))(y)
   assert np.all(np.isfinite(grads)) and np.mean(np.abs(np.asarray(grads)) > 0) > 0.9
   with pytest.raises(UserError, match="no nn.BatchNorm"):
-    mlp = MLP(hidden=4, num_classes=2)
+    mlp = graph_mlp(hidden=4, num_classes=2)
     dataset.bn_matching(mlp, mlp.init(jax.random.key(0), jnp.ones((1, 3))), jnp.ones((2, 3)))
 
 

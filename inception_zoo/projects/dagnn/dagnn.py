@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from inception_zoo.errors import UserError
 from inception_zoo.graph.propagate import Adjacency, propagate, propagate_steps
-from inception_zoo.models.mlp import MLP
+from inception_zoo.models.mlp import graph_mlp
 from inception_zoo.registry import register_model
 
 
@@ -28,7 +28,7 @@ class DAGNN(nn.Module):
 
   @nn.compact
   def __call__(self, x, adj: Adjacency, *, train: bool = False):
-    z = MLP(self.hidden, self.num_classes, self.dropout, input_dropout=self.dropout, name="mlp")(x, train=train)
+    z = graph_mlp(self.hidden, self.num_classes, self.dropout, input_dropout=self.dropout, name="mlp")(x, train=train)
     hs = propagate_steps(z, adj, self.k)  # [K + 1, N, C]
     s = nn.sigmoid(nn.Dense(1, name="retain")(hs))  # [K + 1, N, 1]
     return jnp.sum(s * hs, axis=0)

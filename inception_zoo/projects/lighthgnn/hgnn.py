@@ -3,7 +3,7 @@ MLPs for 100x Faster Inference", ICLR 2024; HGNN: Feng et al., AAAI 2019).
 
 Two HGNN convolutions X' = Dv^-1/2 H W_e De^-1 H^T Dv^-1/2 X Θ (Θ with a bias, applied before the
 smoothing as in dhg's `HGNNConv`), ReLU and dropout between them: the official LightHGNN teacher
-(`my_model.MyHGNN`, hidden 32, dropout 0.5). The student is `inception_zoo.models.mlp.MLP`.
+(`my_model.MyHGNN`, hidden 32, dropout 0.5). The student is `inception_zoo.models.mlp.graph_mlp`.
 """
 import flax.linen as nn
 

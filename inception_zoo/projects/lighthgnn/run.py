@@ -8,7 +8,7 @@ import ml_collections
 from inception_zoo.graph.data import split_per_class
 from inception_zoo.graph.hypergraph import hypergraph_sbm
 from inception_zoo.metrics import MetricWriter
-from inception_zoo.models.mlp import MLP
+from inception_zoo.models.mlp import graph_mlp
 from inception_zoo.projects.lighthgnn.hgnn import HGNN
 from inception_zoo.train import node_classification as nc
 from inception_zoo.utils import plots
@@ -36,7 +36,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
   teacher_logits = teacher_fn(x)
   reliability = nc.hyperedge_reliability(teacher_fn, x, hg, keys[2], config.noise_level)
 
-  student = MLP(num_classes=d.num_classes, **config.student.to_dict())
+  student = graph_mlp(num_classes=d.num_classes, **config.student.to_dict())
   s_init = student.init(keys[3], x)["params"]
   s_apply = lambda p, k: student.apply({"params": p}, x, train=True, rngs={"dropout": k})
   objectives = {

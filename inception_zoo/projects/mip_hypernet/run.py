@@ -2,7 +2,6 @@
 import os
 from typing import Dict
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -11,20 +10,12 @@ import optax
 
 from inception_zoo.data import datasets
 from inception_zoo.metrics import MetricWriter
+from inception_zoo.models.mlp import MLP
 from inception_zoo.projects.mip_hypernet.hypernet import HyperNet, parameter_norm
 from inception_zoo.train.fullbatch import fit
 from inception_zoo.utils import plots
 
 METHODS = {"mip": dict(encoding="cos|sin", additive=True), "baseline": dict(encoding=None, additive=False)}
-
-
-class MLP(nn.Module):
-  """The primary network: 64 -> `width` -> 10 with ReLU."""
-  width: int = 32
-
-  @nn.compact
-  def __call__(self, x):
-    return nn.Dense(10, name="head")(nn.relu(nn.Dense(self.width, name="fc")(x)))
 
 
 def regularised_loss(hyper: HyperNet, variables, gamma, x, y, config):
@@ -38,7 +29,8 @@ def regularised_loss(hyper: HyperNet, variables, gamma, x, y, config):
 
 def train(config, method: str, lr: float, x, y, workdir: str):
   """Trains `config.seeds` hypernetworks side by side; returns (variables stacked over seeds, losses)."""
-  hyper = HyperNet(MLP(config.width), (x.shape[1],), hidden=config.hidden, **METHODS[method])
+  primary = MLP(10, (config.width,), hidden_name="fc")  # 64 -> width -> 10, layers fc and head
+  hyper = HyperNet(primary, (x.shape[1],), hidden=config.hidden, **METHODS[method])
   variables = jax.vmap(lambda k: hyper.init(k, jnp.zeros((1,))))(jax.random.split(jax.random.key(0), config.seeds))
   per_gamma = jax.vmap(regularised_loss, in_axes=(None, None, 0, None, None, None))
 

@@ -5,28 +5,18 @@ from typing import Dict
 import flax.linen as nn
 import ml_collections
 
+from inception_zoo.models.mlp import MLP
 from inception_zoo.sparsity import training as sparse_training
 from inception_zoo.train import classification
 from inception_zoo.utils import plots
 
 
-class MLP(nn.Module):
-  """The width experiment's network: flatten, `depth` ReLU layers of `width` units, a linear head."""
-  num_classes: int = 10
-  width: int = 128
-  depth: int = 2
-
-  @nn.compact
-  def __call__(self, x, *, train: bool = False):
-    h = x.reshape(x.shape[0], -1)
-    for i in range(self.depth):
-      h = nn.relu(nn.Dense(self.width, name=f"fc{i}")(h))
-    return nn.Dense(self.num_classes, name="head")(h), {"pre_logits": h}
-
-
 def build(config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
+  """The width experiment's network ('mlp': flattened images, `depth` ReLU layers of `width` units), or a
+  registered model."""
   if config.model_name == "mlp":
-    return MLP(num_classes=num_classes, **config.model.to_dict())
+    m = config.model
+    return MLP(num_classes, (m.width,) * m.depth, flatten=True, with_features=True)
   return classification.build_classifier(config, num_classes)
 
 
