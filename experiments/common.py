@@ -25,6 +25,15 @@ def imagenet(c: ml_collections.ConfigDict, *, size: int, eval_resize: int, batch
   c.checkpoint_every = 5_000
 
 
+def swinv2_digits(c: ml_collections.ConfigDict):
+  """The Swin V2 of the CPU settings (experiments.swinv2's classifier, experiments.simmim_swinv2's
+  pre-training) on 32 px digits: 4x4 patches, widths 48 / 96, 4x4 windows."""
+  c.model_name = "swinv2_tiny_window8_256"
+  c.model = ml_collections.ConfigDict(dict(img_size=32, patch_size=4, window_size=4, embed_dim=48,
+                                           depths=(2, 2), num_heads=(3, 6)))
+  digits(c, size=32)
+
+
 def digits(c: ml_collections.ConfigDict, *, size: int = 0, rgb: bool = True, batch_size: int = 64,
            eval_batch_size: int = 120, num_threads: int = 2):
   """The CPU settings' data: scikit-learn's 8x8 digits (1,437 train / 360 held-out images, shipped with

@@ -6,15 +6,14 @@ CPU setting (about 1.5 + 2 min): held-out masked L1 0.695 -> 0.308 on digits (32
 ratio 0.6); fine-tuned 0.94 held-out top-1 (below the 0.97 from scratch: no gain at this scale):
 
   python -m experiments.simmim_swinv2 --config=runlocal --workdir=workdirs/simmim_swinv2_digits
-  python -m experiments.simmim_swinv2 --config=finetune_runlocal \
-      --config.init_from=workdirs/simmim_swinv2_digits --workdir=workdirs/simmim_swinv2_finetune
+  python -m experiments.swinv2 --config=runlocal --config.init_from=workdirs/simmim_swinv2_digits \
+      --workdir=workdirs/simmim_swinv2_finetune
 Full setting: ImageNet-1k 192 px, SwinV2-B window 12, 800 epochs:
   python -m experiments.simmim_swinv2 --config=swinv2_base --workdir=WORKDIR --config.input.data_dir=TFDS_DIR
 """
 import ml_collections
 
-from experiments import swinv2
-from experiments.common import imagenet
+from experiments.common import imagenet, swinv2_digits
 from inception_zoo.errors import UserError
 from inception_zoo.main import run_experiment
 from inception_zoo.projects.simmim import task as simmim
@@ -22,19 +21,13 @@ from inception_zoo.projects.simmim.run import train
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  if arg == "finetune_runlocal":
-    c = swinv2.get_config("runlocal")
-    c.name = "simmim_swinv2_finetune"
-    return c
   c = simmim.base_config()
   c.optimizer = ml_collections.ConfigDict(dict(
       name="adamw", b1=0.9, b2=0.999, eps=1e-8, momentum=0.9, nesterov=False, decay=0.9,
       weight_decay=0.05, wd_mask="no_norm_bias", grad_clip=5.0))
   if arg == "runlocal":
     c.name = "simmim_swinv2_digits"
-    local = swinv2.get_config("runlocal")
-    c.model_name, c.model = local.model_name, local.model
-    c.input = local.input
+    swinv2_digits(c)
     c.simmim.mask_patch_size = 8
     c.schedule = ml_collections.ConfigDict(dict(name="cosine", base_lr=2e-3, warmup_epochs=1.0,
                                                  end_lr_fraction=0.0))
@@ -43,7 +36,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.checkpoint_every = 150
     return c
   if arg not in (None, "swinv2_base"):
-    raise UserError(f"unknown setting '{arg}' (runlocal, finetune_runlocal, swinv2_base)")
+    raise UserError(f"unknown setting '{arg}' (runlocal, swinv2_base; fine-tune with experiments.swinv2)")
   c.name = "simmim_swinv2_base_192"
   c.model_name = "swinv2_base_window8_256"
   c.model = ml_collections.ConfigDict(dict(img_size=192, window_size=12, drop_path_rate=0.1))

@@ -29,7 +29,7 @@ head) with 4x4 windows: stage 1's 8x8 tokens alternate plain and shifted windows
 """
 import ml_collections
 
-from experiments.common import digits, imagenet
+from experiments.common import imagenet, swinv2_digits
 from inception_zoo import sharding
 from inception_zoo.errors import UserError
 from inception_zoo.main import run_experiment
@@ -55,10 +55,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.sharding_rules = sharding.TENSOR_PARALLEL_RULES
   if arg == "runlocal":
     c.name = "swinv2_digits"
-    c.model_name = "swinv2_tiny_window8_256"
-    c.model = ml_collections.ConfigDict(dict(img_size=32, patch_size=4, window_size=4, embed_dim=48,
-                                             depths=(2, 2), num_heads=(3, 6)))
-    digits(c, size=32)
+    swinv2_digits(c)
     c.total_steps = 200
     c.schedule.update(base_lr=2e-3, warmup_epochs=1.0, end_lr_fraction=0.0)
     c.log_every = 25

@@ -9,7 +9,7 @@ import optax
 import pytest
 import torch
 
-from experiments import simmim_swinv2
+from experiments import simmim_swinv2, swinv2
 from inception_zoo import UserError, ckpt, create_model, sharding
 from inception_zoo.layers import pixel_shuffle
 from inception_zoo.metrics import read_metrics
@@ -106,7 +106,7 @@ def test_pretraining_lowers_the_held_out_loss_and_finetuning_starts_from_the_enc
   print(f"held-out masked L1 {start:.4f} -> {end:.4f}; train {losses}")
   assert end < 0.8 * start and losses[-1] < losses[0]
 
-  tune = simmim_swinv2.get_config("finetune_runlocal")
+  tune = swinv2.get_config("runlocal")  # the documented fine-tuning: experiments.swinv2 with init_from
   tune.mesh.data = 1
   tune.init_from = pre
   tune.total_steps = 2
