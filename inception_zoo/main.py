@@ -11,10 +11,12 @@ it, and exit status 2.
 """
 import ast
 import logging
+import numbers
 import os
 import sys
 from typing import Callable, Dict, List, Optional, Sequence
 
+import jax
 import ml_collections
 
 from inception_zoo.errors import UserError, did_you_mean
@@ -93,7 +95,6 @@ def parse_args(argv: Sequence[str]) -> Dict[str, object]:
 def maybe_initialize_distributed(args: Dict[str, object]):
   """jax.distributed for multi-process runs: explicit flags (GPU clusters, local processes) or
   auto-detection (`--multihost`: TPU pods and SLURM jobs, where JAX reads the environment)."""
-  import jax
   if not (args["coordinator_address"] or args["multihost"]):
     return
   if args["coordinator_address"] and None in (args["num_processes"], args["process_id"]):
@@ -120,10 +121,34 @@ def run_experiment(get_config: Callable[[Optional[str]], ml_collections.ConfigDi
       apply_override(config, field, value)
     maybe_initialize_distributed(args)
     workdir = args["workdir"] or os.path.join(default_workdir, config.get("name", "run"))
-    return trainer(config, workdir)
+    result = trainer(config, workdir)
+    if jax.process_index() == 0:
+      print(summary(config.get("name", "run"), result, workdir))
+    return result
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     raise SystemExit(2)
+
+
+def summary(name: str, result, workdir: str, limit: int = 16) -> str:
+  """The lines every run ends with: its scalar results (nested dicts flattened to a/b) and where its
+  metrics and figures are."""
+  flat: Dict[str, float] = {}
+
+  def walk(prefix: str, value):
+    if isinstance(value, dict):
+      for k, v in value.items():
+        walk(f"{prefix}/{k}" if prefix else str(k), v)
+    elif isinstance(value, numbers.Number) or (hasattr(value, "shape") and value.shape == ()):
+      flat[prefix] = float(value)
+
+  walk("", result if isinstance(result, dict) else {})
+  shown = ", ".join(f"{k} {v:.4g}" for k, v in list(flat.items())[:limit])
+  more = f" (+{len(flat) - limit} more)" if len(flat) > limit else ""
+  figures = sorted(f for f in os.listdir(workdir) if f.endswith(".png")) if os.path.isdir(workdir) else []
+  lines = [f"{name} done" + (f": {shown}{more}" if shown else ""),
+           f"  workdir {workdir}" + (f" (figures: {', '.join(figures)})" if figures else "")]
+  return "\n".join(lines)
 
 
 def require_cpu_data(c: ml_collections.ConfigDict, data: str):

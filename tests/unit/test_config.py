@@ -2,11 +2,12 @@
 import subprocess
 import sys
 
+import ml_collections
 import pytest
 
 from experiments.common_inception import inception_config
 from inception_zoo import UserError
-from inception_zoo.main import apply_override, parse_args
+from inception_zoo.main import apply_override, parse_args, run_experiment
 
 
 @pytest.fixture
@@ -59,3 +60,15 @@ def test_experiment_cli_errors_are_one_line(flag, message, tmp_path):
   assert proc.stderr.strip().splitlines()[-1].startswith(message)
   assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
   assert "Traceback" not in proc.stderr
+
+
+def test_every_run_ends_with_a_summary(tmp_path, capsys):
+  """`run_experiment` prints the scalars a driver returns (nested ones flattened) and where its figures are."""
+  (tmp_path / "curve.png").write_bytes(b"")
+  result = {"test/top1": 0.91234, "per_seed": {"0": 0.5, "1": 0.25}, "curve": [1, 2], "note": "x"}
+  out = run_experiment(lambda arg: ml_collections.ConfigDict(dict(name="toy")), lambda c, w: result,
+                       argv=[f"--workdir={tmp_path}"])
+  assert out is result
+  lines = capsys.readouterr().out.splitlines()
+  assert lines[-2] == "toy done: test/top1 0.9123, per_seed/0 0.5, per_seed/1 0.25"
+  assert lines[-1] == f"  workdir {tmp_path} (figures: curve.png)"
