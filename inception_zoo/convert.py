@@ -1,6 +1,7 @@
-"""timm (PyTorch) weights -> Flax variables, without importing torch.
+"""timm and torchvision (PyTorch) weights -> Flax variables, without importing torch.
 
     python -m inception_zoo.convert --timm inception_v4 --checkpoint model.safetensors --out DIR
+    python -m inception_zoo.convert --torchvision maskrcnn_resnet50_fpn --checkpoint model.safetensors --out DIR
 
 writes a params-only Orbax checkpoint that `--config.init_from=DIR` loads (the classifier is reset
 when the number of classes differs). From Python, `timm_to_flax(state_dict, variables)` takes a dict of
@@ -12,18 +13,26 @@ leaf follows from a rule: `features/layers_6/branch1/layers_0/conv/kernel` <-> t
 transposed, BatchNorm and LayerNorm weight/bias/running_mean/running_var become scale/bias/mean/var,
 layer-scale `gamma` vectors and Swin V2's `q_bias`/`v_bias`/`logit_scale` keep their names. Conversion
 is strict: every timm tensor must be used and every Flax leaf filled, with matching shapes.
+
+torchvision's detectors (`TORCHVISION_MODELS`, `torchvision_detection_to_flax`) mirror torchvision's module
+names the same way (`roi_heads.mask_head.0.0.weight` <-> `roi_heads/mask_head/layers_0/layers_0/kernel`), so
+the same rule applies: FrozenBatchNorm2d's weight/bias/running_mean/running_var are BatchNorm's, and the mask
+predictor's ConvTranspose2d weight (in, out, kh, kw) takes the convolution transpose to the (kh, kw, out, in)
+kernel of a Flax `ConvTranspose(transpose_kernel=True)`. A model whose names differ brings its own key function.
+torchvision's published R-CNN / RetinaNet weights (COCO_V1) run FrozenBatchNorm2d at eps 0 (`overwrite_eps`);
+the body's BatchNorm here adds 1e-5, so the variances are shifted by the difference, which is exact.
 """
 import argparse
 import re
 import sys
-from typing import Any, Dict, Mapping, Tuple
+from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from inception_zoo import ckpt
-from inception_zoo.errors import UserError
+from inception_zoo.errors import UserError, did_you_mean
 from inception_zoo.registry import create_model
 from inception_zoo.pytree import path_str
 
@@ -116,19 +125,120 @@ def convert_timm(model_name: str, state_dict: Mapping[str, Any], image_size: int
   return model, timm_to_flax(state_dict, dict(abstract))
 
 
+def torchvision_key(collection: str, path: str) -> str:
+  """torchvision state-dict key of the Flax leaf `collection/path`: the timm rule, once the FPN's single
+  convolutions `inner_blocks_<i>` / `layer_blocks_<i>` become torchvision's `Conv2dNormActivation`s (`.<i>.0`)."""
+  path = re.sub(r"(^|/)(inner_blocks|layer_blocks)_(\d+)/", r"\1\2/layers_\3/layers_0/", path)
+  try:
+    return timm_key(collection, path)
+  except UserError:
+    raise UserError(f"no torchvision counterpart for Flax leaf {collection}/{path}")
+
+
+class TorchvisionModel(NamedTuple):
+  key: Callable[[str, str], str]  # (collection, Flax path) -> torchvision key
+  num_classes: Callable[[Mapping[str, Any]], int]  # read from the state dict
+  bn_eps: float  # the epsilon torchvision's published weights run their FrozenBatchNorm2d layers at
+
+
+FLAX_BN_EPS = 1e-5  # models/resnet.py's BatchNorm
+
+
+def _rcnn_classes(state_dict: Mapping[str, Any]) -> int:
+  key = "roi_heads.box_predictor.cls_score.weight"
+  if key not in state_dict:
+    raise UserError(f"the torchvision checkpoint has no classifier '{key}'")
+  return int(np.shape(state_dict[key])[0])
+
+
+def retinanet_key(collection: str, path: str) -> str:
+  """`torchvision_key`, with the RetinaNet head's `conv_<i>` as torchvision's `conv.<i>.0`."""
+  return torchvision_key(collection, re.sub(r"(^|/)conv_(\d+)/", r"\1conv/layers_\2/layers_0/", path))
+
+
+def _retinanet_classes(state_dict: Mapping[str, Any]) -> int:
+  cls, reg = "head.classification_head.cls_logits.weight", "head.regression_head.bbox_reg.weight"
+  if cls not in state_dict or reg not in state_dict:
+    raise UserError(f"the torchvision checkpoint has no RetinaNet head '{cls}'")
+  return int(np.shape(state_dict[cls])[0] // (np.shape(state_dict[reg])[0] // 4))  # A*K outputs, A anchors
+
+
+# Registered model name -> how its torchvision weights convert.
+TORCHVISION_MODELS: Dict[str, TorchvisionModel] = {
+    "fasterrcnn_resnet50_fpn": TorchvisionModel(torchvision_key, _rcnn_classes, bn_eps=0.0),
+    "maskrcnn_resnet50_fpn": TorchvisionModel(torchvision_key, _rcnn_classes, bn_eps=0.0),
+    "retinanet_resnet50_fpn": TorchvisionModel(retinanet_key, _retinanet_classes, bn_eps=0.0),
+}
+
+
+def torchvision_detection_to_flax(state_dict: Mapping[str, Any], variables: Dict[str, Any],
+                                  key: Callable[[str, str], str] = torchvision_key,
+                                  bn_eps: float = FLAX_BN_EPS) -> Dict[str, Any]:
+  """Fills `variables` (arrays or ShapeDtypeStructs) from a torchvision detector's state dict of numpy arrays,
+  strictly: every tensor used, every leaf filled. `bn_eps` is the checkpoint's BatchNorm epsilon. Returns numpy
+  variables of the same structure."""
+  state_dict = {k: v for k, v in state_dict.items() if not _IGNORED.match(k)}
+  used = set()
+
+  def fill(collection):
+    def one(path, leaf):
+      name = key(collection, path_str(path))
+      if name not in state_dict:
+        raise UserError(f"the torchvision checkpoint has no '{name}' (is it the same architecture?)")
+      used.add(name)
+      value = torch_to_flax_array(name, state_dict[name], leaf.shape)
+      if name.endswith("running_var"):  # var + Flax's eps = var + the checkpoint's eps
+        value = value + (bn_eps - FLAX_BN_EPS)
+      return value.astype(leaf.dtype)
+    return one
+
+  out = {c: jax.tree_util.tree_map_with_path(fill(c), tree) for c, tree in variables.items()}
+  unused = sorted(set(state_dict) - used)
+  if unused:
+    raise UserError(f"{len(unused)} torchvision tensors have no Flax counterpart, e.g. '{unused[0]}'")
+  return out
+
+
+def convert_torchvision(model_name: str, state_dict: Mapping[str, Any], torchvision_name: Optional[str] = None,
+                        bn_eps: Optional[float] = None, **model_kwargs) -> Tuple[Any, Dict[str, Any]]:
+  """(model, variables) for a registered detector holding a torchvision state dict's weights; the number of
+  classes comes from the checkpoint. `torchvision_name` (default `model_name`) picks the conversion rules;
+  `bn_eps` is the epsilon the checkpoint's FrozenBatchNorm2d layers run at (default: that of torchvision's
+  published weights, 0.0 for the R-CNNs; 1e-5 for a model built without weights)."""
+  name = torchvision_name or model_name
+  if name not in TORCHVISION_MODELS:
+    raise UserError(f"no torchvision conversion for '{name}'{did_you_mean(name, TORCHVISION_MODELS)} "
+                    f"({', '.join(sorted(TORCHVISION_MODELS))})")
+  rules = TORCHVISION_MODELS[name]
+  model = create_model(model_name, **model_kwargs).clone(num_classes=rules.num_classes(state_dict))
+  size = max(64, getattr(model, "min_size", 64))  # the parameters' shapes do not depend on the image size
+  abstract = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, size, size, 3)))
+  return model, torchvision_detection_to_flax(state_dict, dict(abstract), rules.key,
+                                              rules.bn_eps if bn_eps is None else bn_eps)
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(prog="python -m inception_zoo.convert", description=__doc__.split("\n")[0])
-  parser.add_argument("--timm", required=True, help="timm model name, e.g. inception_v4")
-  parser.add_argument("--checkpoint", required=True, help="timm weights as .safetensors")
+  source = parser.add_mutually_exclusive_group(required=True)
+  source.add_argument("--timm", help="timm model name, e.g. inception_v4")
+  source.add_argument("--torchvision", help=f"torchvision detector ({', '.join(sorted(TORCHVISION_MODELS))})")
+  parser.add_argument("--checkpoint", required=True, help="timm / torchvision weights as .safetensors")
   parser.add_argument("--out", required=True, help="directory for the Orbax checkpoint")
-  parser.add_argument("--model", default=None, help="inception_zoo model name (default: --timm)")
+  parser.add_argument("--model", default=None, help="inception_zoo model name (default: --timm / --torchvision)")
+  parser.add_argument("--bn-eps", type=float, default=None,
+                      help="--torchvision: the checkpoint's FrozenBatchNorm2d epsilon (default: that of "
+                           "torchvision's published weights, 0 for its COCO_V1 R-CNNs)")
   args = parser.parse_args(argv)
   try:
     state_dict = read_safetensors(args.checkpoint)
-    model_name = args.model or args.timm
-    model, variables = convert_timm(model_name, state_dict)
+    model_name = args.model or args.timm or args.torchvision
+    if args.torchvision:
+      model, variables = convert_torchvision(model_name, state_dict, args.torchvision, args.bn_eps)
+    else:
+      model, variables = convert_timm(model_name, state_dict)
+    source = f"torchvision:{args.torchvision}" if args.torchvision else f"timm:{args.timm}"
     ckpt.save_weights(args.out, variables, {"model": model_name, "num_classes": model.num_classes,
-                                            "source": f"timm:{args.timm}", "file": args.checkpoint})
+                                            "source": source, "file": args.checkpoint})
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     raise SystemExit(2)

@@ -19,7 +19,7 @@ _OPTIONS: Dict[str, type] = {}
 # What a model does, for `list_models(task=...)`; a model may have several. 'classification' models are
 # the image backbones: `__call__(x, *, train)` on NHWC images -> (logits, {'C1'..'C5', 'pre_logits'}).
 TASKS = ("classification", "self-supervised", "generative", "super-resolution", "graph", "sequence",
-         "hyperbolic", "distillation")
+         "hyperbolic", "distillation", "detection", "segmentation")
 
 
 def register_model(fn: Optional[Callable[..., nn.Module]] = None, *, tags: Sequence[str] = ("classification",),

@@ -1,4 +1,5 @@
 """Model families; importing this package registers every model with `inception_zoo.registry`
 (`list_models(task=...)` filters them by what they do)."""
-from inception_zoo.models import (iformer, inception_next, inception_resnet, inception_v3,  # noqa: F401
-                                  inception_v4, mlp, mobilenet, prob_discriminator, resnet, swinv2, vovnet)
+from inception_zoo.models import (detection, iformer, inception_next, inception_resnet,  # noqa: F401
+                                  inception_v3, inception_v4, mlp, mobilenet, prob_discriminator, resnet, swinv2,
+                                  vovnet)
