@@ -42,3 +42,37 @@ def digits(c: ml_collections.ConfigDict, *, size: int = 0, rgb: bool = True, bat
   c.input.update(data="digits", train_split="train", eval_split="test", batch_size=batch_size,
                  eval_batch_size=eval_batch_size, pp_train="|".join(ops), pp_eval="|".join(ops),
                  num_threads=num_threads)
+
+
+COCO_TRAIN_IMAGES = 117_266  # train2017 images with annotations (torchvision's references drop the others)
+# torchvision's `trainable_layers=3`: the ResNet's stem and stage 1 never move, nor (FrozenBatchNorm2d) any BN.
+RESNET_FROZEN = r"backbone/body/(conv1|bn1|layer1|.*/bn\d|.*/downsample/layers_1)/.*"
+
+
+def coco_detection(c: ml_collections.ConfigDict, *, base_lr: float, batch_size: int = 16,
+                   iterations: int = 90_000, milestones=(60_000, 80_000), max_instances: int = 100):
+  """The 1x COCO 2017 recipe of torchvision's detection references: images resized to a shorter side of
+  800 (longer at most 1333) with flips, ImageNet statistics, SGD momentum 0.9 and weight decay 1e-4 on
+  every parameter, `iterations` at `batch_size`, x0.1 at `milestones`, 500 linear warm-up iterations from
+  0.001 x `base_lr`, the stem and stage 1 frozen. One square 1344 canvas holds both orientations (a
+  landscape-only bucket would save compute; the padding costs it here)."""
+  pp = "decode|det_resize(800, 1333)|{}normalize|det_pad(1344)|det_pack(" + str(max_instances) + ")"
+  c.input.update(data="coco_json", train_split="train2017", eval_split="val2017", batch_size=batch_size,
+                 eval_batch_size=8, pp_train=pp.format("det_flip|"), pp_eval=pp.format(""), num_threads=32)
+  steps_per_epoch = COCO_TRAIN_IMAGES / batch_size
+  c.total_steps = iterations
+  c.optimizer.update(name="sgd", momentum=0.9, weight_decay=1e-4, wd_mask=r".*", freeze=RESNET_FROZEN)
+  c.schedule.update(name="multistep", base_lr=base_lr, warmup_epochs=500 / steps_per_epoch, warmup_from=0.001,
+                    milestones=tuple(m / steps_per_epoch for m in milestones), decay_rate=0.1)
+  c.log_every = 100
+  c.eval_every = 10_000
+  c.checkpoint_every = 5_000
+
+
+def shapes_detection(c: ml_collections.ConfigDict, *, size: int = 96, batch_size: int = 8,
+                     max_instances: int = 8):
+  """The detection CPU settings' data: generated scenes of shapes on the sample photos (4 classes, masks),
+  `size` px, with flips; ImageNet statistics as the full settings."""
+  pp = f"det_resize({size}, {size})|{{}}normalize|det_pad({size})|det_pack({max_instances})"
+  c.input.update(data="shapes", train_split="train", eval_split="test", batch_size=batch_size,
+                 eval_batch_size=20, pp_train=pp.format("det_flip|"), pp_eval=pp.format(""), num_threads=2)

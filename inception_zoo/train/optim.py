@@ -6,10 +6,13 @@
   RiemannianAdam do with `weight_decay`);
   weight_decay and wd_mask (which parameters decay: a regex on parameter paths, by default conv/dense
   kernels only, or 'no_norm_bias', timm's rule for modern backbones; see `decay_mask`),
-  grad_clip (global-norm clipping; the paper clips at 2.0; 0 = off).
+  grad_clip (global-norm clipping; the paper clips at 2.0; 0 = off),
+  freeze (a regex on parameter paths that are never updated, e.g. a detector's frozen stem and stage 1,
+  as torchvision's `trainable_layers=3`; '' = none).
 `config.schedule`:
   name: 'exponential' (base_lr * decay_rate ** floor(epoch / decay_epochs): the paper's 0.045 x 0.94
-  every two epochs), 'cosine' or 'constant'; warmup_epochs of linear warm-up for any of them.
+  every two epochs), 'cosine', 'constant' or 'multistep' (x decay_rate at each of `milestones`, in
+  epochs); warmup_epochs of linear warm-up for any of them, from `warmup_from` x base_lr (default 0).
 Methods that change the update itself (sparse training's masks) wrap this optimizer through their
 `Task` (`Task.wrap_optimizer`, e.g. inception_zoo/sparsity/training.py), never from here.
 """
@@ -42,7 +45,9 @@ def make_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int,
     raise UserError(f"unknown schedule '{s.name}' (exponential, cosine, constant, multistep)")
   if not warmup:
     return main
-  return optax.join_schedules([optax.linear_schedule(0.0, s.base_lr, warmup), main], [warmup])
+  # warmup_from: the first step's fraction of base_lr (0: from zero; 0.001 in torchvision's detection recipes)
+  start = s.base_lr * s.get("warmup_from", 0.0)
+  return optax.join_schedules([optax.linear_schedule(start, s.base_lr, warmup), main], [warmup])
 
 
 # Tensors of two or more dimensions that still do not decay under 'no_norm_bias': position embeddings
@@ -94,4 +99,9 @@ def make_optimizer(config: ml_collections.ConfigDict,
     parts.append(optax.clip_by_global_norm(o.grad_clip))
   if wd and o.name != "adamw":  # L2 regularisation, as TF-slim's weight decay
     parts.append(optax.add_decayed_weights(wd, mask))
-  return optax.chain(*parts, core)
+  tx = optax.chain(*parts, core)
+  if not o.get("freeze", ""):
+    return tx
+  frozen = decay_mask(o.freeze)  # the same regex-on-paths rule, here for what never moves
+  return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()},
+                               lambda params: jax.tree.map(lambda f: "frozen" if f else "train", frozen(params)))

@@ -89,12 +89,14 @@ def apply_gradients(state, grads, loss, tx: optax.GradientTransformation, *,
 def restore_or_init(config: ml_collections.ConfigDict, model: nn.Module,
                     tx: optax.GradientTransformation, image_shape: Tuple[int, ...],
                     mesh: jax.sharding.Mesh, checkpoints, head: str,
-                    init_scope: Optional[str] = None) -> Tuple[TrainState, Any, Dict[str, Any]]:
+                    init_scope: Optional[str] = None,
+                    drop: Tuple[str, ...] = ()) -> Tuple[TrainState, Any, Dict[str, Any]]:
   """The workdir's newest checkpoint before anything else; else a fresh state, with `config.init_from`
   weights when given. Returns (state, shardings, meta); meta is {} for a fresh run.
 
-  `init_scope` names the top-level submodule the weights are for (a distillation's student inside
-  the model that also holds its discriminator); the rest keeps its fresh initialisation.
+  `init_scope` names the submodule the weights are for (a distillation's student inside the model that
+  also holds its discriminator; a detector's `backbone/body` for a classifier's ImageNet weights, whose
+  own classifier `drop` names); the rest keeps its fresh initialisation.
   `config.init_from_scope` is the other direction: the submodule of the loaded weights to take (the
   student of a distillation run, to start a plain classifier from it).
 
@@ -114,17 +116,33 @@ def restore_or_init(config: ml_collections.ConfigDict, model: nn.Module,
     if config.get("init_from_scope"):
       loaded = ckpt.take_scope(loaded, config.init_from_scope, config.init_from)
     fresh = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
-    part = {k: v.get(init_scope, {}) for k, v in fresh.items()} if init_scope else fresh
-    merged, reset = ckpt.merge_weights(part, loaded, head)
+    scope = init_scope.split("/") if init_scope else []
+    part = {k: _subtree(v, scope) for k, v in fresh.items()}
+    merged, reset = ckpt.merge_weights(part, loaded, head, drop=ckpt.PRETRAINING_ONLY + tuple(drop))
     if reset:
       logging.info("init_from %s: classifier reset (%s)", config.init_from, ", ".join(reset))
-    if init_scope:
-      merged = {k: {**v, init_scope: merged[k]} if init_scope in v else v for k, v in fresh.items()}
+    merged = {k: _replace_subtree(v, scope, merged[k]) for k, v in fresh.items()}
     merged = jax.device_put(merged, {"params": shardings.params, "batch_stats": shardings.batch_stats})
     # The optimizer state stays freshly initialised: its moments start from zero for new weights.
     state = state.replace(params=merged["params"], batch_stats=merged["batch_stats"],
                           ema_params=jax.tree.map(jnp.copy, merged["params"]))  # own buffers: donated
   return state, shardings, {}
+
+
+def _subtree(tree: Dict[str, Any], scope) -> Dict[str, Any]:
+  for name in scope:
+    tree = tree.get(name, {})
+  return tree
+
+
+def _replace_subtree(tree: Dict[str, Any], scope, value) -> Dict[str, Any]:
+  """`tree` with the subtree at `scope` (a list of names) replaced by `value`, where the tree has it."""
+  if not scope:
+    return value
+  head, *rest = scope
+  if head not in tree:  # a collection without this submodule (no batch statistics in it)
+    return tree
+  return {**tree, head: _replace_subtree(tree[head], rest, value)}
 
 
 def calibrate_batch_stats(model: nn.Module, variables: Dict[str, Any], x: jax.Array) -> Dict[str, Any]:

@@ -129,3 +129,22 @@ def test_no_norm_bias_mask_spares_position_tables_and_tokens():
 def test_bad_decay_mask_is_a_one_line_error():
   with pytest.raises(UserError, match=r"optimizer.wd_mask '\(kernel' is neither 'no_norm_bias' nor a valid regex"):
     optim.decay_mask("(kernel")
+
+
+def test_frozen_parameters_never_move_and_warmup_starts_from_a_fraction():
+  """torchvision's detection recipe: the stem and stage 1 frozen (weight decay included), and a linear
+  warm-up from 0.001 x the base rate, then x0.1 at each milestone."""
+  config = ml_collections.ConfigDict(dict(
+      optimizer=dict(name="sgd", momentum=0.9, weight_decay=1e-4, wd_mask=r".*kernel",
+                     freeze=r"backbone/body/(conv1|bn1|layer1)/.*"),
+      schedule=dict(name="multistep", base_lr=0.02, warmup_epochs=0.5, warmup_from=0.001, milestones=(8, 11),
+                    decay_rate=0.1)))
+  schedule = optim.make_schedule(config, steps_per_epoch=10, total_steps=120)
+  assert schedule(0) == pytest.approx(0.02 * 0.001, rel=1e-4)
+  assert schedule(5) == pytest.approx(0.02, rel=1e-5) and schedule(80) == pytest.approx(0.002, rel=1e-5)
+  assert schedule(110) == pytest.approx(0.0002, rel=1e-5)
+  params = {"backbone": {"body": {"conv1": {"kernel": jnp.ones((2,))}, "layer2": {"kernel": jnp.ones((2,))}}}}
+  tx = optim.make_optimizer(config, schedule)
+  updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), tx.init(params), params)
+  assert not np.any(updates["backbone"]["body"]["conv1"]["kernel"])
+  assert np.all(updates["backbone"]["body"]["layer2"]["kernel"] < 0)
