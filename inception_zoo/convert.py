@@ -73,26 +73,35 @@ def torch_to_flax_array(key: str, value: np.ndarray, target_shape: Tuple[int, ..
   return value
 
 
-def timm_to_flax(state_dict: Mapping[str, Any], variables: Dict[str, Any]) -> Dict[str, Any]:
-  """Fills `variables` (arrays or ShapeDtypeStructs, e.g. from `jax.eval_shape(model.init, ...)`)
-  from a timm state dict of numpy arrays. Returns numpy variables of the same structure."""
+def state_dict_to_flax(state_dict: Mapping[str, Any], variables: Dict[str, Any], key: Callable[[str, str], str],
+                       source: str, adjust: Optional[Callable[[str, np.ndarray], np.ndarray]] = None) -> Dict[str, Any]:
+  """Fills `variables` (arrays or ShapeDtypeStructs, e.g. from `jax.eval_shape(model.init, ...)`) from a
+  PyTorch state dict of numpy arrays, strictly: `key(collection, path)` names each leaf's tensor, every tensor
+  is used and every leaf filled; `adjust(name, value)` may change a value after the layout change. Returns
+  numpy variables of the same structure."""
   state_dict = {k: v for k, v in state_dict.items() if not _IGNORED.match(k)}
   used = set()
 
   def fill(collection):
     def one(path, leaf):
-      key = timm_key(collection, path_str(path))
-      if key not in state_dict:
-        raise UserError(f"the timm checkpoint has no '{key}' (is it the same architecture?)")
-      used.add(key)
-      return torch_to_flax_array(key, state_dict[key], leaf.shape).astype(leaf.dtype)
+      name = key(collection, path_str(path))
+      if name not in state_dict:
+        raise UserError(f"the {source} checkpoint has no '{name}' (is it the same architecture?)")
+      used.add(name)
+      value = torch_to_flax_array(name, state_dict[name], leaf.shape)
+      return (adjust(name, value) if adjust else value).astype(leaf.dtype)
     return one
 
   out = {c: jax.tree_util.tree_map_with_path(fill(c), tree) for c, tree in variables.items()}
   unused = sorted(set(state_dict) - used)
   if unused:
-    raise UserError(f"{len(unused)} timm tensors have no Flax counterpart, e.g. '{unused[0]}'")
+    raise UserError(f"{len(unused)} {source} tensors have no Flax counterpart, e.g. '{unused[0]}'")
   return out
+
+
+def timm_to_flax(state_dict: Mapping[str, Any], variables: Dict[str, Any]) -> Dict[str, Any]:
+  """`state_dict_to_flax` by the timm rule."""
+  return state_dict_to_flax(state_dict, variables, timm_key, "timm")
 
 
 def read_safetensors(path: str) -> Dict[str, np.ndarray]:
@@ -174,29 +183,11 @@ TORCHVISION_MODELS: Dict[str, TorchvisionModel] = {
 def torchvision_detection_to_flax(state_dict: Mapping[str, Any], variables: Dict[str, Any],
                                   key: Callable[[str, str], str] = torchvision_key,
                                   bn_eps: float = FLAX_BN_EPS) -> Dict[str, Any]:
-  """Fills `variables` (arrays or ShapeDtypeStructs) from a torchvision detector's state dict of numpy arrays,
-  strictly: every tensor used, every leaf filled. `bn_eps` is the checkpoint's BatchNorm epsilon. Returns numpy
-  variables of the same structure."""
-  state_dict = {k: v for k, v in state_dict.items() if not _IGNORED.match(k)}
-  used = set()
-
-  def fill(collection):
-    def one(path, leaf):
-      name = key(collection, path_str(path))
-      if name not in state_dict:
-        raise UserError(f"the torchvision checkpoint has no '{name}' (is it the same architecture?)")
-      used.add(name)
-      value = torch_to_flax_array(name, state_dict[name], leaf.shape)
-      if name.endswith("running_var"):  # var + Flax's eps = var + the checkpoint's eps
-        value = value + (bn_eps - FLAX_BN_EPS)
-      return value.astype(leaf.dtype)
-    return one
-
-  out = {c: jax.tree_util.tree_map_with_path(fill(c), tree) for c, tree in variables.items()}
-  unused = sorted(set(state_dict) - used)
-  if unused:
-    raise UserError(f"{len(unused)} torchvision tensors have no Flax counterpart, e.g. '{unused[0]}'")
-  return out
+  """`state_dict_to_flax` for a torchvision detector; `bn_eps` is the checkpoint's BatchNorm epsilon (the
+  running variances absorb its difference from Flax's: var + Flax's eps = var + the checkpoint's eps)."""
+  def adjust(name, value):
+    return value + (bn_eps - FLAX_BN_EPS) if name.endswith("running_var") else value
+  return state_dict_to_flax(state_dict, variables, key, "torchvision", adjust)
 
 
 def convert_torchvision(model_name: str, state_dict: Mapping[str, Any], torchvision_name: Optional[str] = None,

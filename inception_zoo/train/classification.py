@@ -25,7 +25,7 @@ import ml_collections
 import optax
 
 from inception_zoo import ckpt, sharding
-from inception_zoo.data import datasets, pipeline, pp
+from inception_zoo.data import pipeline
 from inception_zoo.errors import UserError
 from inception_zoo.registry import create_model
 from inception_zoo.train import loop, mixup, optim
@@ -144,14 +144,8 @@ class Setup:
     self.config, self.workdir, self.task = config, workdir, task
     inp = config.input
     self.mesh = sharding.make_mesh(config.mesh.to_dict())
-    self.train_data = datasets.get_dataset(inp.data, inp.train_split, inp.get("data_dir"))
-    self.eval_data = datasets.get_dataset(inp.data, inp.eval_split, inp.get("data_dir"))
-    self.pp_train, self.pp_eval = pp.build(inp.pp_train), pp.build(inp.pp_eval)
-    train_shape = pipeline.preview(self.train_data.source, self.pp_train)["image"].shape
-    eval_shape = pipeline.preview(self.eval_data.source, self.pp_eval)["image"].shape
-    if train_shape != eval_shape:
-      raise UserError(f"pp_train gives images of shape {train_shape} but pp_eval {eval_shape}")
-    self.image_shape = train_shape
+    (self.train_data, self.eval_data, self.pp_train, self.pp_eval,
+     self.image_shape) = pipeline.train_and_eval_input(inp)
     self.model = self.task.build_model(config, self.train_data.num_classes)
     self.steps_per_epoch = pipeline.steps_per_epoch(len(self.train_data), inp.batch_size)
     self.total_steps = config.get("total_steps") or int(round(config.num_epochs * self.steps_per_epoch))

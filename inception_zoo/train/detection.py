@@ -19,8 +19,7 @@ import ml_collections
 import numpy as np
 
 from inception_zoo import sharding
-from inception_zoo.data import datasets, pipeline, pp
-from inception_zoo.errors import UserError
+from inception_zoo.data import pipeline
 from inception_zoo.eval.coco import CocoEvaluator, paste_masks
 from inception_zoo.registry import create_model
 from inception_zoo.train import loop, optim
@@ -54,15 +53,8 @@ class Setup:
   def __init__(self, config: ml_collections.ConfigDict, workdir: str, checkpoints):
     self.config, inp = config, config.input
     self.mesh = sharding.make_mesh(config.mesh.to_dict())
-    self.train_data = datasets.get_dataset(inp.data, inp.train_split, inp.get("data_dir"))
-    self.eval_data = datasets.get_dataset(inp.data, inp.eval_split, inp.get("data_dir"))
-    self.pp_train, self.pp_eval = pp.build(inp.pp_train), pp.build(inp.pp_eval)
-    train_shape = pipeline.preview(self.train_data.source, self.pp_train)["image"].shape
-    eval_shape = pipeline.preview(self.eval_data.source, self.pp_eval)["image"].shape
-    if train_shape != eval_shape:
-      raise UserError(f"pp_train gives images of shape {train_shape} but pp_eval {eval_shape} (pad both to one "
-                      f"canvas with det_pad)")
-    self.image_shape = train_shape
+    (self.train_data, self.eval_data, self.pp_train, self.pp_eval, self.image_shape) = pipeline.train_and_eval_input(
+        inp, hint=" (pad both to one canvas with det_pad)")
     self.num_classes = config.get("num_classes") or self.train_data.num_classes
     self.model = create_model(config.model_name, num_classes=self.num_classes, **config.model.to_dict())
     self.steps_per_epoch = pipeline.steps_per_epoch(len(self.train_data), inp.batch_size)

@@ -1,0 +1,16 @@
+"""The detection core learns: Mask R-CNN's CPU setting (quarter-width ResNet-50-FPN, 600 steps on the
+generated shapes) reaches a box and mask AP far above a detector that has learnt nothing (AP 0).
+Seeds 0 / 1 / 2 measured box AP 0.343 / 0.365 / 0.342 and mask AP 0.290 / 0.303 / 0.293 (README); CI runs
+seed 0 and asserts the lowest seed less four times the spread."""
+import pytest
+
+from experiments import mask_rcnn
+
+
+@pytest.mark.slow
+def test_mask_rcnn_cpu_setting_finds_the_shapes(tmp_path, record_property):
+  result = mask_rcnn.main(["--config=runlocal", f"--workdir={tmp_path}"])
+  record_property("box AP", result["eval/bbox/AP"])
+  record_property("mask AP", result["eval/segm/AP"])
+  assert result["eval/bbox/AP"] > 0.342 - 4 * (0.365 - 0.342), result  # 0.25
+  assert result["eval/segm/AP"] > 0.290 - 4 * (0.303 - 0.290), result  # 0.24
