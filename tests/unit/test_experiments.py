@@ -23,7 +23,12 @@ RUN_IN_FULL_ELSEWHERE = {"inception_residual_ablation", "inception_v4", "incepti
                          "wide_deep_ntk", "robust_cbc", "federated_recon", "mip_hypernet",
                          # self-supervised, generative, SR, distillation, NAS, XC: loops of their own
                          "pixpro", "vit_vqgan", "vim", "drct", "cda", "eas", "simq_nas", "ngame",
-                         "prob_psenn", "terminator"}
+                         "prob_psenn", "terminator",
+                         # detection: Mask R-CNN's CPU setting runs in full in its claim test, through the same
+                         # command line; both detectors' trainer runs in tests/unit/test_detection_trainer.py
+                         "mask_rcnn", "retinanet"}
+# Their full settings (COCO) train and evaluate on a COCO folder in tests/unit/test_detection_trainer.py.
+DETECTION = {"mask_rcnn", "retinanet"}
 # Experiments with a loop of their own (not the classification trainer) test their full setting
 # in their own test file.
 # The resolution each paper trains at; the Inception papers' 299 unless listed.
@@ -31,7 +36,8 @@ PAPER_RESOLUTION = {"inception_next": 224, "vovnet": 224, "swinv2": 256, "simmim
                     "iformer": 224, "random_pruning": 224, "sparse_mobilenet": 224, "meal_v2": 224,
                     "hawq": 224, "denseshift": 224}
 CLASSIFICATION = [n for n in EXPERIMENTS if hasattr(importlib.import_module(f"experiments.{n}"), "get_config")
-                  and importlib.import_module(f"experiments.{n}").get_config("runlocal").get("input")]
+                  and importlib.import_module(f"experiments.{n}").get_config("runlocal").get("input")
+                  and n not in DETECTION]
 
 
 # Their CPU settings are Inception-v4's (run in full by a claim test) with another network, whose 1/8-width
