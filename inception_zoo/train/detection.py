@@ -21,6 +21,7 @@ import numpy as np
 from inception_zoo import sharding
 from inception_zoo.data import pipeline
 from inception_zoo.eval.coco import CocoEvaluator, paste_masks
+from inception_zoo.models.detection.rcnn import check_targets
 from inception_zoo.registry import create_model
 from inception_zoo.train import loop, optim
 from inception_zoo.train.classification import eval_params, update_state
@@ -115,8 +116,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
       s.state = state
       return s.evaluate()
 
-    s.state, result = run.steps(s.state, train_step,
-                                (global_batch(s.mesh, {k: b[k] for k in keys if k in b}) for b in batches),
+    def checked(batches):  # a class id past the model's classes: a one-line error, not a silent wrong loss
+      for b in batches:
+        check_targets(b, s.num_classes, masks="masks" in b)
+        yield global_batch(s.mesh, {k: b[k] for k in keys if k in b})
+
+    s.state, result = run.steps(s.state, train_step, checked(batches),
                                 total_steps=s.total_steps, evaluate=evaluate, log_every=cfg.log_every,
                                 eval_every=cfg.eval_every, desc=cfg.model_name)
   if jax.process_index() == 0:

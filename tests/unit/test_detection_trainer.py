@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from experiments import mask_rcnn, retinanet
-from inception_zoo import ckpt, sharding
+from inception_zoo import UserError, ckpt, sharding
 from inception_zoo.data import datasets, pipeline
 from inception_zoo.data.detection import shapes_dataset
 from inception_zoo.metrics import read_metrics
@@ -164,3 +164,29 @@ def test_full_setting_trains_evaluates_and_resumes_on_a_coco_folder(experiment, 
   config.total_steps = 3  # resumes from step 2 (the frozen stem and stage 1 are in the optimizer state)
   detection.train_and_evaluate(config, workdir)
   assert [r["step"] for r in read_metrics(workdir) if "train/loss" in r] == [1, 2, 3]
+
+
+def test_init_from_loads_a_classifiers_weights_into_the_backbone_only(checkpoints, tmp_path):
+  """`--config.init_from` of an ImageNet-style classifier (its own `fc` dropped) fills `backbone/body`; the
+  FPN and the heads keep their fresh initialisation."""
+  config = tiny_config()
+  config.mesh.data = 1
+  body = create_model("resnet50", num_classes=10, **config.model.body_options.to_dict())
+  weights = jax.device_get(jax.jit(body.init)(jax.random.key(7), np.zeros((1, 64, 64, 3), np.float32)))
+  ckpt.save_weights(str(tmp_path / "r50"), weights, {"source": "test"})
+  fresh = detection.Setup(config, "", checkpoints).state
+  config.init_from = str(tmp_path / "r50")
+  loaded = detection.Setup(config, "", checkpoints).state
+  for collection in ("params", "batch_stats"):
+    ours = jax.device_get(getattr(loaded, collection))
+    mine = {k: v for k, v in weights[collection].items() if k != "fc"}
+    jax.tree.map(np.testing.assert_array_equal, ours["backbone"]["body"], mine)
+  np.testing.assert_array_equal(jax.device_get(loaded.params["backbone"]["fpn"]["inner_blocks_0"]["kernel"]),
+                                jax.device_get(fresh.params["backbone"]["fpn"]["inner_blocks_0"]["kernel"]))
+
+
+def test_a_class_id_past_the_models_classes_is_a_one_line_error(tmp_path):
+  config = tiny_config()
+  config.mesh.data, config.num_classes = 1, 3  # the shapes have 4 classes: labels 1..4 need num_classes 5
+  with pytest.raises(UserError, match=r"target class id [34] \(image \d+, instance \d+\) is outside 1..2"):
+    detection.train_and_evaluate(config, str(tmp_path))
