@@ -40,13 +40,28 @@ def digits_config():
 
 # `make reproduce`: claim runs too long for CI carry `@pytest.mark.reproduce`; `make test` deselects them,
 # and a `-m reproduce` session writes what they measured (`record_property`) with the commit and machine
-# to reproduce/RESULTS.md, which is committed.
+# to reproduce/RESULTS.md, which is committed. Each row names its own commit: a session that runs some
+# of the claims (`make reproduce` with `-k`) replaces their rows and keeps the others.
 _REPRODUCED = []
+_HEADER = ["# `make reproduce` results", "", "| Claim test | Result | Time | Measured | Commit, date, machine |",
+           "|---|---|---|---|---|"]
 
 
 def pytest_runtest_logreport(report):
   if report.when == "call" and "reproduce" in report.keywords:
     _REPRODUCED.append(report)
+
+
+def _rows(path: str) -> dict:
+  """The rows of an existing RESULTS.md by test id."""
+  if not os.path.exists(path):
+    return {}
+  rows = {}
+  for line in open(path).read().splitlines():
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    if len(cells) == 5 and cells[0].startswith("`tests/"):
+      rows[cells[0]] = line
+  return rows
 
 
 def pytest_sessionfinish(session):
@@ -58,17 +73,17 @@ def pytest_sessionfinish(session):
   import platform
   import subprocess
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
+  commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+                          text=True).stdout.strip()
   dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
                          capture_output=True, text=True).stdout.strip()
-  lines = ["# `make reproduce` results", "",
-           f"Commit `{commit}`{' (with uncommitted changes)' if dirty else ''}, "
-           f"{datetime.date.today().isoformat()}, {platform.processor() or platform.machine()}, "
-           f"{os.cpu_count()} CPUs.", "",
-           "| Claim test | Result | Time | Measured |", "|---|---|---|---|"]
-  for r in sorted(_REPRODUCED, key=lambda r: r.nodeid):
+  where = (f"`{commit}`{' + uncommitted changes' if dirty else ''}, {datetime.date.today().isoformat()}, "
+           f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
+  path = os.path.join(root, "reproduce", "RESULTS.md")
+  rows = _rows(path)
+  for r in _REPRODUCED:
     measured = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in r.user_properties)
-    lines.append(f"| `{r.nodeid}` | {r.outcome} | {r.duration:.0f} s | {measured} |")
-  os.makedirs(os.path.join(root, "reproduce"), exist_ok=True)
-  with open(os.path.join(root, "reproduce", "RESULTS.md"), "w") as f:
-    f.write("\n".join(lines) + "\n")
+    rows[f"`{r.nodeid}`"] = f"| `{r.nodeid}` | {r.outcome} | {r.duration:.0f} s | {measured} | {where} |"
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "w") as f:
+    f.write("\n".join(_HEADER + [rows[k] for k in sorted(rows)]) + "\n")

@@ -49,8 +49,10 @@ Readers (random-access sources, registered by name):
   four and evaluates with its legacy "+1" areas: the same IoUs).
 - `shapes`: a generated CPU-sized dataset (discs, rectangles, rotated ellipses and crosses on crops of
   scikit-learn's sample photos, exact masks); `shapes_dataset` for other sizes.
-- `tfds_det:coco/2017`: the tfds COCO records (boxes only) mapped to this format; `tfds_detection`
-  reads any tfds dataset with an `objects` feature of `bbox` and `label` (VOC's too).
+- `tfds_det:coco/2017` and `tfds_det:lvis`: the tfds COCO records (boxes only) and LVIS v1 records (with
+  masks; category ids 1..1203 = label, as in the LVIS json) mapped to this format; `tfds_detection` reads
+  any tfds dataset with an `objects` feature of `bbox` and `label` (VOC's too). COCOeval on LVIS is COCO's
+  metric (its negative / not-exhaustive category lists unused), as for the LVIS json above.
 """
 import contextlib
 import dataclasses
@@ -653,11 +655,13 @@ def _shape_mask(cls: int, extent: float, cx: float, cy: float, rng: np.random.Ge
 
 class ShapesSource:
   """Scenes of `size` px with 1..max_objects shapes of 4 classes, painted in order (later ones occlude
-  earlier ones); example i of a split is a pure function of (split, i, the options)."""
+  earlier ones); example i of a split is a pure function of (split, i, the options). With `semantic`,
+  examples also carry `semantic`: (H, W) uint8, the class of the last shape painted on each pixel (0 where
+  none), shapes dropped for min_area included (segmentation.py's shapes_seg)."""
 
   def __init__(self, split: str, num_examples: int, size=96, max_objects: int = 6,
-               extent: Tuple[float, float] = (3, 40), min_area: int = 4, seed: int = 0):
-    self.split, self.num_examples = split, num_examples
+               extent: Tuple[float, float] = (3, 40), min_area: int = 4, seed: int = 0, semantic: bool = False):
+    self.split, self.num_examples, self.semantic = split, num_examples, semantic
     self.size, self.max_objects, self.extent, self.min_area = _size(size), max_objects, extent, min_area
     self.seed = (seed, zlib.crc32(split.encode()))  # crc32, not hash(): the same in every process
     self.class_names = ("background",) + SHAPE_CLASSES
@@ -677,6 +681,7 @@ class ShapesSource:
     yy, xx = np.mgrid[0:h, 0:w] + 0.5
     while True:  # almost always once: redraw the rare scene whose shapes all end up too small
       image = background.copy()
+      semantic = np.zeros((h, w), np.uint8)
       masks, labels = [], []
       for _ in range(int(rng.integers(1, self.max_objects + 1))):
         cls = int(rng.integers(len(SHAPE_CLASSES)))
@@ -685,6 +690,7 @@ class ShapesSource:
         under = image[mask].mean(0) if mask.any() else image.reshape(-1, 3).mean(0)
         candidates = rng.integers(0, 256, (8, 3))
         image[mask] = candidates[np.argmax(((candidates - under) ** 2).sum(1))]
+        semantic[mask] = cls + 1
         masks = [m & ~mask for m in masks] + [mask]
         labels.append(cls + 1)
       areas = np.array([m.sum() for m in masks])
@@ -692,9 +698,12 @@ class ShapesSource:
       if keep.any():
         break
     masks = np.stack(masks)[keep].astype(np.uint8)
-    return {"image": image, "boxes": boxes_from_masks(masks), "labels": np.array(labels, np.int32)[keep],
-            "masks": masks, "iscrowd": np.zeros(len(masks), bool), "area": areas[keep].astype(np.float32),
-            "image_id": np.int64(i)}
+    ex = {"image": image, "boxes": boxes_from_masks(masks), "labels": np.array(labels, np.int32)[keep],
+          "masks": masks, "iscrowd": np.zeros(len(masks), bool), "area": areas[keep].astype(np.float32),
+          "image_id": np.int64(i)}
+    if self.semantic:
+      ex["semantic"] = semantic
+    return ex
 
 
 SHAPES_SPLITS = ("train", "test")
@@ -721,15 +730,21 @@ def shapes(split: str, data_dir: Optional[str] = None) -> Dataset:
 # The 80 category ids of COCO 2017 in sorted order: tfds's coco label i is the i-th of them.
 COCO_CATEGORY_IDS = tuple([*range(1, 12), *range(13, 26), 27, 28, *range(31, 45), *range(46, 66), 67, 70,
                            *range(72, 83), *range(84, 91)])
+# Category ids of tfds labels 0..K-1, by dataset, where they are not label + 1 (LVIS v1's are: its builder
+# writes category_id - 1 and the ids are 1..1203).
+TFDS_CATEGORY_IDS = {"coco": COCO_CATEGORY_IDS}
 
 
 class TfdsDetectionSource:
   """tfds detection records in this module's format: labels + 1, tfds's normalised ymin, xmin, ymax, xmax
   boxes to absolute x1, y1, x2, y2; is_crowd / is_difficult / area when the dataset has them (tfds's COCO
-  area is COCO's, truncated to an integer), else no crowd, no difficult and the box area."""
+  and LVIS area is the json's, truncated to an integer), else no crowd, no difficult and the box area;
+  masks from `segmentation` (LVIS: one 0 / 255 image per object) when the dataset has it."""
 
-  def __init__(self, source, label_to_category_id: Dict[int, int]):
+  def __init__(self, source, label_to_category_id: Dict[int, int], class_names: Optional[Sequence[str]] = None):
     self.source, self.label_to_category_id = source, label_to_category_id
+    if class_names is not None:
+      self.class_names = tuple(class_names)
 
   def __len__(self):
     return len(self.source)
@@ -752,6 +767,12 @@ class TfdsDetectionSource:
       ex["area"] = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).astype(np.float32)
     if "is_difficult" in objects:
       ex["difficult"] = np.asarray(objects["is_difficult"], bool)
+    if "segmentation" in objects:
+      seg = np.asarray(objects["segmentation"])
+      if n and seg.shape[:3] != (n, h, w):
+        raise UserError(f"tfds record {i}: objects/segmentation of shape {seg.shape} for {n} boxes on a "
+                        f"{h}x{w} image")
+      ex["masks"] = (seg[..., 0] > 127).astype(np.uint8) if n else np.zeros((0, h, w), np.uint8)
     for k in INSTANCE_KEYS:
       if k in ex and len(ex[k]) != n:
         raise UserError(f"tfds record {i}: objects/{k} has {len(ex[k])} entries for {n} boxes")
@@ -776,12 +797,11 @@ def tfds_detection(name: str, split: str, data_dir: Optional[str] = None) -> Dat
                     f"{str(e).splitlines()[0] if str(e) else type(e).__name__}")
   if "objects" not in features or "bbox" not in features["objects"]:
     raise UserError(f"tfds dataset '{name}' has no objects/bbox feature: not a detection dataset")
-  num = features["objects"]["label"].num_classes
-  if name.split("/")[0] == "coco" and num == len(COCO_CATEGORY_IDS):
-    mapping = {i + 1: c for i, c in enumerate(COCO_CATEGORY_IDS)}
-  else:
-    mapping = {i + 1: i + 1 for i in range(num)}
-  return Dataset(TfdsDetectionSource(source, mapping), num + 1)
+  label = features["objects"]["label"]
+  ids = TFDS_CATEGORY_IDS.get(name.split("/")[0], ())
+  ids = ids if len(ids) == label.num_classes else range(1, label.num_classes + 1)
+  mapping = {i + 1: c for i, c in enumerate(ids)}
+  return Dataset(TfdsDetectionSource(source, mapping, ("background",) + tuple(label.names)), label.num_classes + 1)
 
 
 register_dataset("coco_json", coco_json)
@@ -789,3 +809,4 @@ register_dataset("voc_xml", voc_xml)
 register_dataset("dior_xml", dior_xml)
 register_dataset("shapes", shapes)
 register_dataset("tfds_det:coco/2017", functools.partial(tfds_detection, "coco/2017"))
+register_dataset("tfds_det:lvis", functools.partial(tfds_detection, "lvis"))

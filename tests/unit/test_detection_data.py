@@ -315,3 +315,39 @@ def test_tfds_coco_records_become_detection_examples(monkeypatch):
   assert ex["image_id"] == raw["image/id"] and "masks" not in ex
   out = pp.build("decode|det_resize(32)|det_pad(64)|det_pack(12)")(ex, np.random.default_rng(0))
   assert out["boxes"].shape == (12, 4) and out["image"].shape == (64, 64, 3) and "masks" not in out
+
+
+def test_tfds_lvis_records_become_detection_examples_with_masks():
+  import tensorflow_datasets as tfds
+  from tensorflow_datasets.testing import mocking
+
+  from inception_zoo.eval.coco import coco_dataset_from_source
+
+  def records(builder, *args, **kwargs):  # equal-length object fields, one 0 / 255 mask per object
+    out = list(mocking.RandomFakeGenerator(builder.info.features, 2, constant_dynamic_shape=True))
+    for r in out:
+      r["objects"]["segmentation"] = np.where(r["objects"]["segmentation"] > 127, 255, 0).astype(np.uint8)
+    return out
+
+  with tfds.testing.mock_data(num_examples=2, as_data_source_fn=records):
+    ds = datasets.get_dataset("tfds_det:lvis", "validation")
+    raw = records(tfds.builder("lvis"))[0]
+  # tfds writes LVIS's category_id - 1: labels 1..1203 are the category ids again.
+  assert ds.num_classes == 1204 and len(ds) == 2
+  assert ds.source.label_to_category_id[1] == 1 and ds.source.label_to_category_id[1203] == 1203
+  assert ds.source.class_names[1] == "aerosol_can" and len(ds.source.class_names) == 1204
+  ex = ds.source[0]
+  h, w = raw["image"].shape[:2]
+  ymin, xmin, ymax, xmax = raw["objects"]["bbox"].T
+  np.testing.assert_allclose(ex["boxes"], np.stack([xmin * w, ymin * h, xmax * w, ymax * h], 1), rtol=1e-6)
+  np.testing.assert_array_equal(ex["labels"], raw["objects"]["label"] + 1)
+  np.testing.assert_array_equal(ex["area"], raw["objects"]["area"])
+  assert not ex["iscrowd"].any() and ex["image_id"] == raw["image/id"]
+  assert ex["masks"].shape == (len(ex["labels"]), h, w) and ex["masks"].dtype == np.uint8
+  np.testing.assert_array_equal(ex["masks"], raw["objects"]["segmentation"][..., 0] // 255)
+  out = pp.build("decode|det_resize(32)|det_pad(64)|det_pack(12, mask_size=8)")(ex, np.random.default_rng(0))
+  assert out["masks"].shape == (12, 8, 8) and out["image"].shape == (64, 64, 3)
+  # The evaluation's ground truth: LVIS's categories, masks for segm AP.
+  gt = coco_dataset_from_source(ds.source)
+  assert len(gt["categories"]) == 1203 and gt["categories"][0] == {"id": 1, "name": "aerosol_can"}
+  assert all("segmentation" in a for a in gt["annotations"]) and len(gt["annotations"]) == 2 * len(ex["labels"])
