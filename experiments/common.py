@@ -76,3 +76,33 @@ def shapes_detection(c: ml_collections.ConfigDict, *, size: int = 96, batch_size
   pp = f"det_resize({size}, {size})|{{}}normalize|det_pad({size})|det_pack({max_instances})"
   c.input.update(data="shapes", train_split="train", eval_split="test", batch_size=batch_size,
                  eval_batch_size=20, pp_train=pp.format("det_flip|"), pp_eval=pp.format(""), num_threads=2)
+
+
+ADE20K_TRAIN_IMAGES = 20_210  # ADEChallengeData2016/images/training
+
+
+def ade20k_segmentation(c: ml_collections.ConfigDict, *, batch_size: int = 32, iterations: int = 80_000,
+                        crop: int = 512):
+  """mmseg's ADE20K recipe (DenseCLIP's baselines): images rescaled to fit 2048 x 512 at a random ratio in
+  [0.5, 2], random `crop` crops (no class over 75% of one), flips, photometric distortion, ImageNet
+  statistics, padded with the ignore label; held out: rescaled to fit 2048 x 512 and predicted by a
+  sliding `crop` window at stride 341 (crop 2/3), scored at the original size."""
+  train = (f"decode|seg_random_resize((2048, 512), 0.5, 2.0)|seg_random_crop({crop}, 0.75)|seg_flip|"
+           f"seg_photometric|normalize|seg_pad({crop})|seg_pack")
+  c.input.update(data="ade20k", train_split="train", eval_split="validation", batch_size=batch_size,
+                 eval_batch_size=1, pp_train=train, num_threads=32,
+                 pp_eval="decode|seg_resize_keep_ratio((2048, 512))|normalize|seg_pack")
+  c.total_steps = iterations
+  c.eval.update(mode="slide", crop=(crop, crop), stride=(crop * 2 // 3, crop * 2 // 3))
+  c.log_every = 100
+  c.eval_every = 8_000
+  c.checkpoint_every = 4_000
+
+
+def shapes_segmentation(c: ml_collections.ConfigDict, *, data: str = "shapes_seg", size: int = 96,
+                        batch_size: int = 8):
+  """The segmentation CPU settings' data: the generated scenes of shapes (or `shapes_texture`, whose
+  classes differ by texture, not colour) with their semantic maps, `size` px, flips, ImageNet statistics."""
+  pp = f"{{}}normalize|seg_pad({size})|seg_pack"
+  c.input.update(data=data, train_split="train", eval_split="test", batch_size=batch_size, eval_batch_size=20,
+                 pp_train=pp.format("seg_flip|"), pp_eval=pp.format(""), num_threads=2)

@@ -19,6 +19,8 @@ names the same way (`roi_heads.mask_head.0.0.weight` <-> `roi_heads/mask_head/la
 the same rule applies: FrozenBatchNorm2d's weight/bias/running_mean/running_var are BatchNorm's, and the mask
 predictor's ConvTranspose2d weight (in, out, kh, kw) takes the convolution transpose to the (kh, kw, out, in)
 kernel of a Flax `ConvTranspose(transpose_kernel=True)`. A model whose names differ brings its own key function.
+torchvision's segmentation models (`deeplabv3_resnet50`) follow the same rule (`torchvision_detection_to_flax(...,
+bn_eps=1e-5)`: their BatchNorm is a plain one), and mmsegmentation's Semantic FPN takes `mmseg_key`.
 torchvision's published R-CNN / RetinaNet weights (COCO_V1) run FrozenBatchNorm2d at eps 0 (`overwrite_eps`);
 the body's BatchNorm here adds 1e-5, so the variances are shifted by the difference, which is exact.
 """
@@ -142,6 +144,22 @@ def torchvision_key(collection: str, path: str) -> str:
     return timm_key(collection, path)
   except UserError:
     raise UserError(f"no torchvision counterpart for Flax leaf {collection}/{path}")
+
+
+def mmseg_key(collection: str, path: str, deep_stem: bool = True) -> str:
+  """mmsegmentation state-dict key of a `SemanticFPN` leaf (`semantic_fpn_resnet50`): the timm rule, once the
+  deep stem (`backbone/conv1/layers_<i>`, `backbone/bn1`) is ResNetV1c's `backbone.stem.<i>` (its last BN
+  `stem.7`; `deep_stem=False`: ResNetV1b's `conv1` / `bn1`, timm's names) and the FPN's `inner_blocks_<i>` /
+  `layer_blocks_<i>` are the neck's `lateral_convs.<i>.conv` / `fpn_convs.<i>.conv` (mmcv ConvModules)."""
+  if deep_stem:
+    path = re.sub(r"^backbone/conv1/layers_(\d+)/", r"backbone/stem/layers_\1/", path)
+    path = re.sub(r"^backbone/bn1/", "backbone/stem/layers_7/", path)
+  path = re.sub(r"(^|/)inner_blocks_(\d+)/", r"\1lateral_convs/layers_\2/conv/", path)
+  path = re.sub(r"(^|/)layer_blocks_(\d+)/", r"\1fpn_convs/layers_\2/conv/", path)
+  try:
+    return timm_key(collection, path)
+  except UserError:
+    raise UserError(f"no mmsegmentation counterpart for Flax leaf {collection}/{path}")
 
 
 class TorchvisionModel(NamedTuple):

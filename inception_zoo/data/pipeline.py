@@ -71,14 +71,14 @@ def steps_per_epoch(num_examples: int, global_batch: int) -> int:
   return max(1, num_examples // global_batch)
 
 
-def train_and_eval_input(inp, hint: str = ""):
-  """(train Dataset, eval Dataset, train pp, eval pp, image shape) of a config's `input` block; the two pp
-  strings must give images of one shape (`hint` says how, in the error)."""
+def train_and_eval_input(inp, hint: str = "", same_shape: bool = True):
+  """(train Dataset, eval Dataset, train pp, eval pp, image shape) of a config's `input` block; with
+  `same_shape` the two pp strings must give images of one shape (`hint` says how, in the error)."""
   train = datasets.get_dataset(inp.data, inp.train_split, inp.get("data_dir"))
   test = datasets.get_dataset(inp.data, inp.eval_split, inp.get("data_dir"))
   pp_train, pp_eval = pp.build(inp.pp_train), pp.build(inp.pp_eval)
   train_shape = preview(train.source, pp_train)["image"].shape
   eval_shape = preview(test.source, pp_eval)["image"].shape
-  if train_shape != eval_shape:
+  if same_shape and train_shape != eval_shape:
     raise UserError(f"pp_train gives images of shape {train_shape} but pp_eval {eval_shape}{hint}")
   return train, test, pp_train, pp_eval, train_shape

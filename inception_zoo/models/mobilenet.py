@@ -22,6 +22,13 @@ them by path and kernel shape. As in timm: PyTorch's symmetric padding (k // 2),
 the SE width from the block's input channels, the skip only where stride is 1 and the width is kept
 (never in MobileNet v1's `dsa` blocks), and stochastic depth on those skips at rate
 `drop_path_rate * i / n` for block i of n.
+
+`output_stride` 16 or 8 (DeepLabV3+'s MobileNet v2 backbone: torchvision's / VainF's DeepLabV3Plus-Pytorch
+`network/backbone/mobilenetv2.py`, timm's `output_stride`) keeps every block from that stride on at stride 1 and
+dilates the depthwise convolutions instead: a block that would have strided runs at the previous dilation, the
+blocks after it at twice that. Padding stays symmetric (dilation * (k // 2)), as timm; VainF's copy pads the block's
+input before the 1x1 expansion instead, which differs at the borders. The features keep their level names
+(C5 is the last stage, at stride 16 or 8 then).
 """
 import functools
 import math
@@ -51,11 +58,11 @@ def make_divisible(v: float, divisor: int = 8) -> int:
   return new_v + divisor if new_v < 0.9 * v else new_v
 
 
-def conv(features, kernel, stride=1, groups=1, bias=False, dtype=jnp.float32, name=None):
-  pad = kernel // 2  # PyTorch's symmetric padding for odd kernels
+def conv(features, kernel, stride=1, groups=1, bias=False, dtype=jnp.float32, name=None, dilation=1):
+  pad = dilation * (kernel // 2)  # PyTorch's symmetric padding for odd kernels
   return nn.Conv(features, (kernel, kernel), stride, padding=((pad, pad), (pad, pad)),
-                 feature_group_count=groups, use_bias=bias, kernel_init=conv_init, dtype=dtype,
-                 name=name)
+                 kernel_dilation=(dilation, dilation), feature_group_count=groups, use_bias=bias,
+                 kernel_init=conv_init, dtype=dtype, name=name)
 
 
 class SqueezeExcite(nn.Module):
@@ -85,6 +92,7 @@ class Block(nn.Module):
   drop_path: float
   bn_momentum: float = 0.9
   dtype: Any = jnp.float32
+  dilation: int = 1  # of the depthwise convolution
 
   def bn(self, name, train):
     return nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=1e-5,
@@ -103,7 +111,8 @@ class Block(nn.Module):
     else:
       mid = in_chs
       bn_dw, pointwise, bn_pw = "bn1", "conv_pw", "bn2"
-    x = conv(mid, self.kernel, self.stride, groups=mid, dtype=self.dtype, name="conv_dw")(x)
+    x = conv(mid, self.kernel, self.stride, groups=mid, dtype=self.dtype, name="conv_dw",
+             dilation=self.dilation)(x)
     x = act(self.bn(bn_dw, train)(x))
     if self.se_ratio:
       # The SE width comes from the block's input, not the expanded width (timm: ratio / t).
@@ -121,7 +130,8 @@ class EfficientNet(nn.Module):
   """timm's EfficientNet family: stem, stages of blocks, optional 1x1 head conv, pooled classifier.
 
   Returns `(logits, features)`: features holds C1..C5, the output of the last stage at each stride
-  2..32 (timm's `features_only` maps), and pre_logits (pooled, after the head conv)."""
+  2..32 (timm's `features_only` maps; the nominal strides when `output_stride` < 32), and pre_logits
+  (pooled, after the head conv)."""
   num_classes: int = 1000
   stages: Tuple[Stage, ...] = ()
   stem_chs: int = 32
@@ -134,6 +144,7 @@ class EfficientNet(nn.Module):
   drop_path_rate: float = 0.0
   bn_momentum: float = 0.9  # PyTorch's 0.1
   dtype: Any = jnp.float32
+  output_stride: int = 32  # 32 | 16 | 8: the strides from there on replaced by dilation
 
   head_name = "classifier"  # timm's classifier Linear (weight conversion, head reset)
   min_size = MIN_SIZE
@@ -154,6 +165,8 @@ class EfficientNet(nn.Module):
                       f"stride, expansion, channels, se_ratio) rows; got {self.stages}")
     if self.width <= 0 or self.depth <= 0:
       raise UserError(f"width and depth must be positive; got width={self.width}, depth={self.depth}")
+    if self.output_stride not in (8, 16, 32):
+      raise UserError(f"efficientnet/mobilenet output_stride must be 8, 16 or 32; got {self.output_stride}")
     act = ACTIVATIONS[self.act]
     bn = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=self.bn_momentum,
                            epsilon=1e-5, dtype=self.dtype)
@@ -164,12 +177,21 @@ class EfficientNet(nn.Module):
     repeats = [int(math.ceil(s[1] * self.depth)) for s in self.stages]
     # timm's rate for block i of n is drop_path_rate * i / n, so the last block stays below the rate.
     rates = drop_path_rates(self.drop_path_rate * (sum(repeats) - 1) / sum(repeats), repeats)
-    stages, level_of_stage, stride = [], {}, 2
+    # `stride` is the nominal one, which names the levels; `net_stride` the one reached, `dilation` the
+    # depthwise rate of the next block (timm's EfficientNetBuilder: a block that would pass the output stride
+    # runs unstrided at the current rate, the later ones at the rate times its stride).
+    stages, level_of_stage, stride, net_stride, dilation = [], {}, 2, 2, 1
     for i, ((kind, _, kernel, first_stride, expansion, out_chs, se), n) in enumerate(
         zip(self.stages, repeats)):
-      stages.append(Seq([Block(kind, self.channels(out_chs), kernel, first_stride if j == 0 else 1,
-                               expansion, se, self.act, rates[i][j], self.bn_momentum, self.dtype)
-                         for j in range(n)]))
+      blocks = []
+      for j in range(n):
+        block_stride, block_dilation = (first_stride if j == 0 else 1), dilation
+        if net_stride * block_stride > self.output_stride:
+          block_stride, dilation = 1, dilation * block_stride
+        net_stride *= block_stride
+        blocks.append(Block(kind, self.channels(out_chs), kernel, block_stride, expansion, se, self.act,
+                            rates[i][j], self.bn_momentum, self.dtype, dilation=block_dilation))
+      stages.append(Seq(blocks))
       stride *= first_stride
       level_of_stage[int(math.log2(stride))] = i  # a later stage at the same stride replaces it
     x, feats = Seq(stages, name="blocks")(x, train=train, capture=tuple(level_of_stage.values()))

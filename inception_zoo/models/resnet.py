@@ -27,6 +27,15 @@ The ResNeXt/SE options are timm's too: `cardinality`, `base_width`, `attn='se'` 
 inner width / it), so `seresnext50_32x4d` and `senet154` (Gluon's SENet-154, MEAL V2's teacher) load
 by the same rule.
 
+Dilation (Chen, Papandreou, Schroff, Adam, "Rethinking Atrous Convolution for Semantic Image Segmentation"
+(DeepLabV3), arXiv:1706.05587, Section 3.1): `output_stride` 16 or 8 replaces the stride of the last one or two
+stages by dilation, as torchvision's `replace_stride_with_dilation` and timm's `output_stride`: a dilated stage's
+first block runs its 3x3 at the previous dilation and its projection shortcut unstrided, its other blocks at the
+new one (twice the previous). `multi_grid` (DeepLabV3's Multi_Grid, Section 3.2) instead gives every block j of the
+last stage the rate `dilation * multi_grid[j]` in all its 3x3 convolutions, the first block's included, which is
+what the CPS / MGD code's `_nostride_dilate` loop does (rates 2, 4, 8 at output stride 16). Parameters keep their
+names and shapes, so the same timm weights load.
+
 CIFAR layout, `CifarResNet` (Section 4.2): 3x3 convolution to 16 channels, three stages of n basic
 blocks at 16/32/64 channels on 32/16/8 px maps (depth 6n + 2), global average pooling, linear
 classifier. Shortcuts are identities everywhere, option A: where a stage halves the map and doubles
@@ -49,12 +58,12 @@ MIN_SIZE = 32
 
 
 def conv(features: int, kernel: int, strides: int = 1, groups: int = 1, name: Optional[str] = None,
-         dtype: Any = jnp.float32):
-  """PyTorch `Conv2d(kernel, stride, padding=kernel // 2, groups, bias=False)`."""
-  pad = kernel // 2
+         dtype: Any = jnp.float32, dilation: int = 1):
+  """PyTorch `Conv2d(kernel, stride, padding=dilation * (kernel // 2), dilation, groups, bias=False)`."""
+  pad = dilation * (kernel // 2)
   return nn.Conv(features, (kernel, kernel), strides, padding=((pad, pad), (pad, pad)),
-                 feature_group_count=groups, use_bias=False, kernel_init=conv_init, dtype=dtype,
-                 name=name)
+                 kernel_dilation=(dilation, dilation), feature_group_count=groups, use_bias=False,
+                 kernel_init=conv_init, dtype=dtype, name=name)
 
 
 class SqueezeExcite(nn.Module):
@@ -80,7 +89,8 @@ def attention(attn: str, channels: int, dtype: Any) -> Callable:
 
 
 class BasicBlock(nn.Module):
-  """Two 3x3 convolutions (Fig. 5 left); the first one strides."""
+  """Two 3x3 convolutions (Fig. 5 left); the first one strides. Dilated (timm's rule): the first at
+  `first_dilation`, the second at `dilation`."""
   norm: Callable[..., nn.Module]  # BatchNorm factory, takes `name` and `train`
   planes: int
   strides: int
@@ -90,16 +100,20 @@ class BasicBlock(nn.Module):
   reduce_first: int = 1
   down_kernel: int = 1
   dtype: Any = jnp.float32
+  dilation: int = 1
+  first_dilation: int = 1
 
   @nn.compact
   def __call__(self, x, *, train):
     shortcut = x
-    y = conv(self.planes // self.reduce_first, 3, self.strides, name="conv1", dtype=self.dtype)(x)
+    y = conv(self.planes // self.reduce_first, 3, self.strides, name="conv1", dtype=self.dtype,
+             dilation=self.first_dilation)(x)
     y = nn.relu(self.norm(name="bn1", train=train)(y))
-    y = conv(self.planes, 3, name="conv2", dtype=self.dtype)(y)
+    y = conv(self.planes, 3, name="conv2", dtype=self.dtype, dilation=self.dilation)(y)
     y = attention(self.attn, self.planes, self.dtype)(self.norm(name="bn2", train=train)(y))
     if self.project:
       shortcut = Projection(self.norm, self.planes, self.strides, self.down_kernel, self.dtype,
+                            dilation=self.dilation, first_dilation=self.first_dilation,
                             name="downsample")(x, train=train)
     return nn.relu(shortcut + drop_path(self.drop_path, train)(y))
 
@@ -108,7 +122,8 @@ class Bottleneck(nn.Module):
   """1x1 reduction, 3x3 (strided, in `groups` groups), 1x1 expansion to 4x `planes` (Fig. 5 right),
   optional SE before the addition. `width` is the inner width: `planes` in the paper, `2 * planes`
   in Wide ResNet-50-2, `planes / 64 * base_width * cardinality` in ResNeXt; the first 1x1 gives
-  `width / reduce_first` (2 in SENet-154)."""
+  `width / reduce_first` (2 in SENet-154). Dilated, the 3x3 runs at `first_dilation` (torchvision's and
+  timm's rule: the previous stage's dilation in a dilated stage's first block, its own in the others)."""
   norm: Callable[..., nn.Module]
   planes: int
   width: int
@@ -120,35 +135,43 @@ class Bottleneck(nn.Module):
   down_kernel: int = 1
   groups: int = 1
   dtype: Any = jnp.float32
+  dilation: int = 1
+  first_dilation: int = 1
 
   @nn.compact
   def __call__(self, x, *, train):
     shortcut = x
     y = conv(self.width // self.reduce_first, 1, name="conv1", dtype=self.dtype)(x)
     y = nn.relu(self.norm(name="bn1", train=train)(y))
-    y = conv(self.width, 3, self.strides, groups=self.groups, name="conv2", dtype=self.dtype)(y)
+    y = conv(self.width, 3, self.strides, groups=self.groups, name="conv2", dtype=self.dtype,
+             dilation=self.first_dilation)(y)
     y = nn.relu(self.norm(name="bn2", train=train)(y))
     y = conv(self.planes * 4, 1, name="conv3", dtype=self.dtype)(y)
     y = attention(self.attn, self.planes * 4, self.dtype)(self.norm(name="bn3", train=train)(y))
     if self.project:
       shortcut = Projection(self.norm, self.planes * 4, self.strides, self.down_kernel, self.dtype,
+                            dilation=self.dilation, first_dilation=self.first_dilation,
                             name="downsample")(x, train=train)
     return nn.relu(shortcut + drop_path(self.drop_path, train)(y))
 
 
 class Projection(nn.Module):
   """The projection shortcut, option B: strided 1x1 convolution and BN (timm's `downsample.0/.1`).
-  A strided one may take a larger `kernel` (3 in SENet-154); an unstrided one is always 1x1."""
+  A strided one may take a larger `kernel` (3 in SENet-154); an unstrided one is 1x1, except in a
+  dilated stage, where timm's `downsample_conv` keeps the kernel at the block's first dilation."""
   norm: Callable[..., nn.Module]
   features: int
   strides: int
   kernel: int = 1
   dtype: Any = jnp.float32
+  dilation: int = 1  # the stage's
+  first_dilation: int = 1  # the block's first 3x3's
 
   @nn.compact
   def __call__(self, x, *, train):
-    kernel = self.kernel if self.strides != 1 else 1
-    x = conv(self.features, kernel, self.strides, name="layers_0", dtype=self.dtype)(x)
+    kernel = self.kernel if self.strides != 1 or self.dilation != 1 else 1
+    x = conv(self.features, kernel, self.strides, name="layers_0", dtype=self.dtype,
+             dilation=self.first_dilation if kernel > 1 else 1)(x)
     return self.norm(name="layers_1", train=train)(x)
 
 
@@ -177,7 +200,8 @@ def batch_norm(bn_momentum: float, dtype: Any):
 
 class ResNet(nn.Module):
   """ImageNet ResNet. Returns `(logits, features)`: features holds C1 (the stem's ReLU, stride 2),
-  C2..C5 (layer1..layer4, strides 4..32) and pre_logits."""
+  C2..C5 (layer1..layer4, strides 4..32, or 4, 8, 16, 16 at output stride 16 and 4, 8, 8, 8 at 8)
+  and pre_logits."""
   num_classes: int = 1000
   block: str = "bottleneck"  # 'basic' | 'bottleneck'
   layers: Tuple[int, ...] = (3, 4, 6, 3)  # blocks per stage (Table 1)
@@ -193,6 +217,8 @@ class ResNet(nn.Module):
   drop_path_rate: float = 0.0
   bn_momentum: float = 0.9  # PyTorch's 0.1
   dtype: Any = jnp.float32
+  output_stride: int = 32  # 32 | 16 | 8: the last 0, 1 or 2 stages dilated instead of strided
+  multi_grid: Tuple[int, ...] = ()  # per-block rate multipliers of the last stage (DeepLabV3); () for none
 
   head_name = "fc"  # timm's classifier (weight conversion, head reset)
   min_size = MIN_SIZE
@@ -213,6 +239,11 @@ class ResNet(nn.Module):
     if len(self.layers) != len(self.channels):
       raise UserError(f"resnet has {len(self.layers)} stages in `layers` but "
                       f"{len(self.channels)} in `channels`")
+    if self.output_stride not in (8, 16, 32):
+      raise UserError(f"resnet output_stride must be 8, 16 or 32; got {self.output_stride}")
+    if self.multi_grid and len(self.multi_grid) != self.layers[-1]:
+      raise UserError(f"resnet multi_grid needs one rate per block of the last stage ({self.layers[-1]}); "
+                      f"got {tuple(self.multi_grid)}")
     norm = batch_norm(self.bn_momentum, self.dtype)
     x = x.astype(self.dtype)
     if self.stem_type == "deep":
@@ -226,7 +257,12 @@ class ResNet(nn.Module):
     rates = drop_path_rates(self.drop_path_rate, self.layers)
     options = dict(attn=self.attn, reduce_first=self.block_reduce_first,
                    down_kernel=self.down_kernel_size, dtype=self.dtype)
+    net_stride, dilation = 4, 1  # after the stem and the max pooling
     for i, planes in enumerate(self.channels):
+      stage_strides, first_dilation = (1 if i == 0 else 2), dilation
+      if stage_strides == 2 and net_stride >= self.output_stride:
+        stage_strides, dilation = 1, dilation * 2  # replace the stride by dilation
+      net_stride *= stage_strides
       if self.block == "basic":
         make, out_chs = functools.partial(BasicBlock, norm, planes, **options), planes
       else:
@@ -236,9 +272,12 @@ class ResNet(nn.Module):
         out_chs = 4 * planes
       blocks = []
       for j, rate in enumerate(rates[i]):
-        strides = 2 if i > 0 and j == 0 else 1
+        strides = stage_strides if j == 0 else 1
         project = j == 0 and (strides != 1 or x.shape[-1] != out_chs)
-        blocks.append(make(strides, project, rate))
+        first, block_dilation = (first_dilation if j == 0 else dilation), dilation
+        if self.multi_grid and i == len(self.channels) - 1:
+          first = block_dilation = dilation * self.multi_grid[j]
+        blocks.append(make(strides, project, rate, dilation=block_dilation, first_dilation=first))
       x = Seq(blocks, name=f"layer{i + 1}")(x, train=train)
       out[f"C{i + 2}"] = x
     logits, out["pre_logits"] = classifier_head(x, num_classes=self.num_classes, train=train,

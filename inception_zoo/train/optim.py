@@ -11,8 +11,9 @@
   as torchvision's `trainable_layers=3`; '' = none).
 `config.schedule`:
   name: 'exponential' (base_lr * decay_rate ** floor(epoch / decay_epochs): the paper's 0.045 x 0.94
-  every two epochs), 'cosine', 'constant' or 'multistep' (x decay_rate at each of `milestones`, in
-  epochs); warmup_epochs of linear warm-up for any of them, from `warmup_from` x base_lr (default 0).
+  every two epochs), 'cosine', 'constant', 'multistep' (x decay_rate at each of `milestones`, in
+  epochs) or 'poly' (base_lr * (1 - t / T) ** power down to end_lr_fraction x base_lr, T the steps after
+  warm-up); warmup_epochs of linear warm-up for any of them, from `warmup_from` x base_lr (default 0).
 Methods that change the update itself (sparse training's masks) wrap this optimizer through their
 `Task` (`Task.wrap_optimizer`, e.g. inception_zoo/sparsity/training.py), never from here.
 """
@@ -41,8 +42,11 @@ def make_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int,
   elif s.name == "multistep":  # x decay_rate at each of `milestones` (epochs from the start of training)
     main = optax.piecewise_constant_schedule(
         s.base_lr, {int(round(m * steps_per_epoch)) - warmup: s.decay_rate for m in s.milestones})
+  elif s.name == "poly":  # segmentation's (mmseg, DeepLab): (1 - t / T) ** power over the steps after warm-up
+    main = optax.polynomial_schedule(s.base_lr, s.base_lr * s.get("end_lr_fraction", 0.0), s.get("power", 0.9),
+                                     max(1, total_steps - warmup))
   else:
-    raise UserError(f"unknown schedule '{s.name}' (exponential, cosine, constant, multistep)")
+    raise UserError(f"unknown schedule '{s.name}' (exponential, cosine, constant, multistep, poly)")
   if not warmup:
     return main
   # warmup_from: the first step's fraction of base_lr (0: from zero; 0.001 in torchvision's detection recipes)

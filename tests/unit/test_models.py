@@ -50,8 +50,10 @@ def test_registry_lists_the_paper_models():
 def test_every_model_module_registers_and_tasks_filter():
   folder = pathlib.Path(registry.__file__).parent / "models"
   modules = {f"inception_zoo.models.{p.stem}" for p in folder.glob("*.py") if p.stem != "__init__"}
-  # models/detection/: the detectors' files (FPN, RPN, RoI heads and losses are their building blocks)
-  modules |= {"inception_zoo.models.detection.rcnn", "inception_zoo.models.detection.retinanet"}
+  # models/detection/ and models/segmentation/: the networks' files (FPN, RPN, RoI heads, losses and the
+  # segmentation heads' common units are their building blocks)
+  modules |= {"inception_zoo.models.detection.rcnn", "inception_zoo.models.detection.retinanet",
+              "inception_zoo.models.segmentation.deeplab", "inception_zoo.models.segmentation.semantic_fpn"}
   registered = {registry._MODELS[n].__module__ for n in list_models()}
   assert modules <= registered, f"model modules that register nothing: {sorted(modules - registered)}"
   # the rest are the projects' networks, which the package registers too (inception_zoo/__init__.py)

@@ -30,6 +30,16 @@ def test_warmup_then_cosine():
   assert schedule(110) == pytest.approx(0.0, abs=1e-6)
 
 
+def test_warmup_then_poly():
+  """mmseg's poly decay after a linear warm-up: base * (1 - t / T) ** 0.9, T the steps after warm-up."""
+  config = ml_collections.ConfigDict(dict(schedule=dict(name="poly", base_lr=1.0, power=0.9, warmup_epochs=1.0)))
+  schedule = optim.make_schedule(config, steps_per_epoch=10, total_steps=110)
+  assert schedule(5) == pytest.approx(0.5)
+  assert schedule(10) == pytest.approx(1.0)
+  assert schedule(60) == pytest.approx(0.5 ** 0.9)
+  assert schedule(110) == pytest.approx(0.0, abs=1e-6)
+
+
 def test_rmsprop_is_tensorflows():
   """One step equals TF's RMSProp: ms = 0.9 * 1 + 0.1 g^2, mom = lr g / sqrt(ms + eps)."""
   config = inception_config("inception_v4", None)

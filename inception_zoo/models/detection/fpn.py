@@ -4,7 +4,8 @@ Object Detection", CVPR 2017), module for module torchvision's `ops/feature_pyra
 
 FPN: a 1x1 lateral (`inner_blocks_i`) per input level and a 3x3 output conv (`layer_blocks_i`), both with
 bias and Kaiming-uniform (a=1) init; top-down, the coarser merged map is upsampled by nearest neighbour to
-the lateral's size and added. Extra levels: `maxpool` (Faster / Mask R-CNN's P6 = P5 subsampled by 2) or
+the lateral's size and added. mmsegmentation's FPN neck is the same network but for its Xavier-uniform init
+(`weight_init='mmseg'`). Extra levels: `maxpool` (Faster / Mask R-CNN's P6 = P5 subsampled by 2) or
 `p6p7` (RetinaNet's P6 = conv3x3/2 of P5, P7 = conv3x3/2 of ReLU(P6)).
 
 The backbone runs with frozen BatchNorm by default (its running statistics; torchvision's
@@ -24,11 +25,14 @@ from inception_zoo.registry import create_model
 # torchvision's `nn.init.kaiming_uniform_(w, a=1)`: bound sqrt(3 / fan_in).
 kaiming_uniform_a1 = nn.initializers.variance_scaling(1.0, "fan_in", "uniform")
 EXTRAS = ("maxpool", "p6p7", "none")
+# Kernel initialisers by codebase: torchvision's, and mmseg's FPN neck (`init_cfg=dict(type='Xavier', layer='Conv2d',
+# distribution='uniform')`: bound sqrt(6 / (fan_in + fan_out))); biases start at 0 in both.
+INITS = {"torchvision": kaiming_uniform_a1, "mmseg": nn.initializers.xavier_uniform()}
 
 
-def conv(features: int, kernel: int, strides: int = 1, name: str = None):
+def conv(features: int, kernel: int, strides: int = 1, name: str = None, kernel_init=kaiming_uniform_a1):
   pad = kernel // 2
-  return nn.Conv(features, (kernel, kernel), strides, padding=((pad, pad), (pad, pad)), kernel_init=kaiming_uniform_a1,
+  return nn.Conv(features, (kernel, kernel), strides, padding=((pad, pad), (pad, pad)), kernel_init=kernel_init,
                  bias_init=nn.initializers.zeros, name=name)
 
 
@@ -53,14 +57,19 @@ class FPN(nn.Module):
   out_channels: int = 256
   extra: str = "maxpool"
   p6p7_input: str = "p5"  # 'p5' (torchvision's RetinaNet) or 'c5' (the paper's and detectron's)
+  weight_init: str = "torchvision"  # 'torchvision' | 'mmseg': the lateral and output convolutions' init
 
   @nn.compact
   def __call__(self, features: Sequence[jnp.ndarray]):
     if self.extra not in EXTRAS:
       raise UserError(f"unknown FPN extra levels '{self.extra}' ({', '.join(EXTRAS)})")
+    if self.weight_init not in INITS:
+      raise UserError(f"unknown FPN weight_init '{self.weight_init}' ({', '.join(INITS)})")
     n = len(features)
-    inner = [conv(self.out_channels, 1, name=f"inner_blocks_{i}") for i in range(n)]
-    layer = [conv(self.out_channels, 3, name=f"layer_blocks_{i}") for i in range(n)]
+    inner = [conv(self.out_channels, 1, name=f"inner_blocks_{i}", kernel_init=INITS[self.weight_init])
+             for i in range(n)]
+    layer = [conv(self.out_channels, 3, name=f"layer_blocks_{i}", kernel_init=INITS[self.weight_init])
+             for i in range(n)]
     last = inner[-1](features[-1])
     results = [layer[-1](last)]
     for i in range(n - 2, -1, -1):
