@@ -32,8 +32,9 @@ test-fast: lint
 	$(PY) -m pytest -n 2 --durations=10 -m "not reproduce" tests/unit tests/parity
 
 # The claim runs CI cannot afford; writes reproduce/RESULTS.md (commit it with the commit it names).
+# `make reproduce ARGS='-k retinanet'` reruns some of them; their rows are replaced, the others kept.
 reproduce: $(STAMP)
-	$(PY) -m pytest -n 2 -m reproduce tests
+	$(PY) -m pytest -n 2 -m reproduce tests $(ARGS)
 
 benchmark: $(STAMP)
 	$(PY) -m benchmarks.throughput --model inception_v4 --batch 8

@@ -24,11 +24,12 @@ RUN_IN_FULL_ELSEWHERE = {"inception_residual_ablation", "inception_v4", "incepti
                          # self-supervised, generative, SR, distillation, NAS, XC: loops of their own
                          "pixpro", "vit_vqgan", "vim", "drct", "cda", "eas", "simq_nas", "ngame",
                          "prob_psenn", "terminator",
-                         # detection: Mask R-CNN's CPU setting runs in full in its claim test, through the same
-                         # command line; both detectors' trainer runs in tests/unit/test_detection_trainer.py
-                         "mask_rcnn", "retinanet"}
-# Their full settings (COCO) train and evaluate on a COCO folder in tests/unit/test_detection_trainer.py.
-DETECTION = {"mask_rcnn", "retinanet"}
+                         # detection and segmentation: Mask R-CNN's and DeepLabV3+'s CPU settings run in full in
+                         # their claim tests, through the same command line; the trainers run in
+                         # tests/unit/test_detection_trainer.py and tests/unit/test_segmentation_trainer.py
+                         "mask_rcnn", "retinanet", "deeplabv3plus", "semantic_fpn"}
+# Their full settings (COCO; ADE20K, VOC aug, Cityscapes) train and evaluate on folders written by those tests.
+DENSE = {"mask_rcnn", "retinanet", "deeplabv3plus", "semantic_fpn"}
 # Experiments with a loop of their own (not the classification trainer) test their full setting
 # in their own test file.
 # The resolution each paper trains at; the Inception papers' 299 unless listed.
@@ -37,7 +38,7 @@ PAPER_RESOLUTION = {"inception_next": 224, "vovnet": 224, "swinv2": 256, "simmim
                     "hawq": 224, "denseshift": 224}
 CLASSIFICATION = [n for n in EXPERIMENTS if hasattr(importlib.import_module(f"experiments.{n}"), "get_config")
                   and importlib.import_module(f"experiments.{n}").get_config("runlocal").get("input")
-                  and n not in DETECTION]
+                  and n not in DENSE]
 
 
 # Their CPU settings are Inception-v4's (run in full by a claim test) with another network, whose 1/8-width
