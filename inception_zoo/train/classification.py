@@ -15,7 +15,6 @@ pre-emption. A task may also name frozen variables (a distillation's teachers): 
 by the config's sharding rules, and given to every train step as an argument that is never donated.
 """
 import dataclasses
-import logging
 from typing import Any, Callable, Dict, Optional
 
 import flax.linen as nn
@@ -187,31 +186,12 @@ def load_frozen(s: Setup) -> tuple:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        task: Task = CLASSIFICATION) -> Dict[str, float]:
-  cfg = config
-  with loop.Run(workdir, cfg, keep=cfg.keep_checkpoints, checkpoint_every=cfg.checkpoint_every,
-                tensorboard=True) as run:
-    s = Setup(cfg, workdir, task, checkpoints=run.checkpoints)
-    start = run.resume(s.meta, seed=cfg.seed, global_batch=cfg.input.batch_size)
-    if start >= s.total_steps:
-      logging.info("%s is already at step %d of %d", workdir, start, s.total_steps)
-    batch_sharding = sharding.batch_sharding(s.mesh)
-    frozen, frozen_shardings = load_frozen(s)
-    train_step = sharding.compile_together(
-        jax.jit(s.task.make_train_step(s.model, s.tx, s.schedule, cfg),
-                in_shardings=(s.shardings, batch_sharding, *frozen_shardings),
-                out_shardings=(s.shardings, sharding.replicated(s.mesh)), donate_argnums=0), "train step")
-    batches = pipeline.train_batches(s.train_data.source, s.pp_train, global_batch=cfg.input.batch_size,
-                                     seed=cfg.seed, start_batch=start, num_threads=cfg.input.num_threads)
-
-    def evaluate(state):
-      s.state = state
-      return s.evaluate()
-
-    s.state, result = run.steps(s.state, train_step, (global_batch(s.mesh, b) for b in batches),
-                                total_steps=s.total_steps, evaluate=evaluate, log_every=cfg.log_every,
-                                eval_every=cfg.eval_every, desc=cfg.model_name, extra=frozen)
+  s, result = loop.train_setup(
+      config, workdir, lambda checkpoints: Setup(config, workdir, task, checkpoints=checkpoints),
+      lambda s: s.task.make_train_step(s.model, s.tx, s.schedule, config), lambda s, batch: batch,
+      name="train step", extra=load_frozen)
   if jax.process_index() == 0:
-    print(s.task.summary(cfg, result, len(s.eval_data), int(jax.device_get(s.state.step))))
+    print(s.task.summary(config, result, len(s.eval_data), int(jax.device_get(s.state.step))))
   return result
 
 

@@ -23,7 +23,6 @@ of 32: one compilation per scale (its flip shares it), none more when scales sha
 """
 import functools
 import inspect
-import logging
 import math
 from typing import Any, Callable, Dict, List, Sequence, Tuple
 
@@ -225,35 +224,17 @@ def add_detections(evaluator: CocoEvaluator, det: Dict[str, np.ndarray], orig_si
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
-  cfg = config
-  with loop.Run(workdir, cfg, keep=cfg.keep_checkpoints, checkpoint_every=cfg.checkpoint_every,
-                tensorboard=True) as run:
-    s = Setup(cfg, workdir, run.checkpoints)
-    start = run.resume(s.meta, seed=cfg.seed, global_batch=cfg.input.batch_size)
-    if start >= s.total_steps:
-      logging.info("%s is already at step %d of %d", workdir, start, s.total_steps)
-    train_step = sharding.compile_together(
-        jax.jit(make_train_step(s.model, s.tx, cfg),
-                in_shardings=(s.shardings, sharding.batch_sharding(s.mesh)),
-                out_shardings=(s.shardings, sharding.replicated(s.mesh)), donate_argnums=0), "detection train step")
-    batches = pipeline.train_batches(s.train_data.source, s.pp_train, global_batch=cfg.input.batch_size,
-                                     seed=cfg.seed, start_batch=start, num_threads=cfg.input.num_threads)
-    keys = ("image", "image_size") + TARGETS
+  keys = ("image", "image_size") + TARGETS
 
-    def evaluate(state):
-      s.state = state
-      return s.evaluate()
+  def prepare(s, batch):  # a class id past the model's classes: a one-line error, not a silent wrong loss
+    check_targets(batch, s.num_classes, masks="masks" in batch)
+    return {k: batch[k] for k in keys if k in batch}
 
-    def checked(batches):  # a class id past the model's classes: a one-line error, not a silent wrong loss
-      for b in batches:
-        check_targets(b, s.num_classes, masks="masks" in b)
-        yield global_batch(s.mesh, {k: b[k] for k in keys if k in b})
-
-    s.state, result = run.steps(s.state, train_step, checked(batches),
-                                total_steps=s.total_steps, evaluate=evaluate, log_every=cfg.log_every,
-                                eval_every=cfg.eval_every, desc=cfg.model_name)
+  s, result = loop.train_setup(config, workdir, lambda checkpoints: Setup(config, workdir, checkpoints),
+                               lambda s: make_train_step(s.model, s.tx, config), prepare,
+                               name="detection train step")
   if jax.process_index() == 0:
-    print(f"{cfg.model_name}: held-out box AP {result.get('eval/bbox/AP', float('nan')):.4f}"
+    print(f"{config.model_name}: held-out box AP {result.get('eval/bbox/AP', float('nan')):.4f}"
           + (f", mask AP {result['eval/segm/AP']:.4f}" if "eval/segm/AP" in result else "")
           + f" ({len(s.eval_data)} images, step {int(jax.device_get(s.state.step))})")
   return result

@@ -14,8 +14,10 @@ state: a state carries its key (`state.step_rng`), and `batches(start)` starts a
 `meta(step)` records what the input position depends on; `check_same_input` refuses to resume a
 workdir with a different seed or batch size, which would change the examples that come next.
 `Run` is the harness of one run in one directory (restore or start, check, loop, close); every
-trainer goes through it, and `run_in_workdir` is it for a state that starts as `init()`.
+trainer goes through it, `run_in_workdir` is it for a state that starts as `init()`, and `train_setup`
+for the trainers built around a `Setup` (classification, detection, segmentation).
 """
+import logging
 import sys
 import time
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
@@ -24,10 +26,11 @@ import jax
 import ml_collections
 import tqdm
 
-from inception_zoo import ckpt
+from inception_zoo import ckpt, sharding
+from inception_zoo.data import pipeline
 from inception_zoo.errors import UserError
 from inception_zoo.metrics import MetricWriter, check_finite
-from inception_zoo.train.state import Preemption
+from inception_zoo.train.state import Preemption, global_batch
 
 
 def input_meta(config: ml_collections.ConfigDict, step: int, **what) -> Dict[str, Any]:
@@ -179,3 +182,34 @@ def run_in_workdir(workdir: str, init: Callable[[], Any], train_step: Callable,
     start = run.resume(meta, **settings)
     return run.steps(state, train_step, batches(start), total_steps=total_steps, evaluate=evaluate,
                      log_every=log_every, eval_every=eval_every, desc=desc, extra=extra)
+
+
+def train_setup(config: ml_collections.ConfigDict, workdir: str, make_setup: Callable[[Any], Any],
+                make_step: Callable[[Any], Callable], prepare: Callable[[Any, Dict[str, Any]], Dict[str, Any]], *,
+                name: str, extra: Optional[Callable[[Any], tuple]] = None) -> Tuple[Any, Dict[str, float]]:
+  """`Run` for a trainer built around a `Setup` (model, data, optimizer, and its state restored or initialised
+  over its mesh; `make_setup(checkpoints)` builds it): one compiled data-parallel step `make_step(setup)`, the
+  host's training batches from the resumed step (`prepare(setup, batch)` checks one and picks its keys), placed
+  over the mesh, and `setup.evaluate()` every `eval_every` steps and at the end. `extra(setup)` gives values
+  every step takes after the batch (frozen teachers) and their shardings. Returns (setup, last evaluation)."""
+  cfg = config
+  with Run(workdir, cfg, keep=cfg.keep_checkpoints, checkpoint_every=cfg.checkpoint_every, tensorboard=True) as run:
+    s = make_setup(run.checkpoints)
+    start = run.resume(s.meta, seed=cfg.seed, global_batch=cfg.input.batch_size)
+    if start >= s.total_steps:
+      logging.info("%s is already at step %d of %d", workdir, start, s.total_steps)
+    frozen, frozen_shardings = extra(s) if extra else ((), ())
+    train_step = sharding.compile_together(
+        jax.jit(make_step(s), in_shardings=(s.shardings, sharding.batch_sharding(s.mesh), *frozen_shardings),
+                out_shardings=(s.shardings, sharding.replicated(s.mesh)), donate_argnums=0), name)
+    batches = pipeline.train_batches(s.train_data.source, s.pp_train, global_batch=cfg.input.batch_size,
+                                     seed=cfg.seed, start_batch=start, num_threads=cfg.input.num_threads)
+
+    def evaluate(state):
+      s.state = state
+      return s.evaluate()
+
+    s.state, result = run.steps(s.state, train_step, (global_batch(s.mesh, prepare(s, b)) for b in batches),
+                                total_steps=s.total_steps, evaluate=evaluate, log_every=cfg.log_every,
+                                eval_every=cfg.eval_every, desc=cfg.model_name, extra=frozen)
+  return s, result

@@ -12,7 +12,6 @@ logits where it has them. Training images are padded to one canvas (`seg_pad`), 
 evaluation is whole-image on a padded canvas, or mmseg's sliding window and multi-scale / flip per image
 (`eval.mode`, `eval.scales`, `eval.flip`).
 """
-import logging
 from typing import Dict
 
 import jax
@@ -151,35 +150,15 @@ class Setup:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
-  cfg = config
-  with loop.Run(workdir, cfg, keep=cfg.keep_checkpoints, checkpoint_every=cfg.checkpoint_every,
-                tensorboard=True) as run:
-    s = Setup(cfg, workdir, run.checkpoints)
-    start = run.resume(s.meta, seed=cfg.seed, global_batch=cfg.input.batch_size)
-    if start >= s.total_steps:
-      logging.info("%s is already at step %d of %d", workdir, start, s.total_steps)
-    train_step = sharding.compile_together(
-        jax.jit(make_train_step(s.model, s.tx, cfg),
-                in_shardings=(s.shardings, sharding.batch_sharding(s.mesh)),
-                out_shardings=(s.shardings, sharding.replicated(s.mesh)), donate_argnums=0),
-        "segmentation train step")
-    batches = pipeline.train_batches(s.train_data.source, s.pp_train, global_batch=cfg.input.batch_size,
-                                     seed=cfg.seed, start_batch=start, num_threads=cfg.input.num_threads)
+  def prepare(s, batch):  # a class id past the model's classes: a one-line error, not a silent wrong loss
+    check_labels(batch, s.num_classes, IGNORE)
+    return {"image": batch["image"], "label": batch["label"]}
 
-    def evaluate(state):
-      s.state = state
-      return s.evaluate()
-
-    def checked(batches):  # a class id past the model's classes: a one-line error, not a silent wrong loss
-      for b in batches:
-        check_labels(b, s.num_classes, IGNORE)
-        yield global_batch(s.mesh, {"image": b["image"], "label": b["label"]})
-
-    s.state, result = run.steps(s.state, train_step, checked(batches), total_steps=s.total_steps,
-                                evaluate=evaluate, log_every=cfg.log_every, eval_every=cfg.eval_every,
-                                desc=cfg.model_name)
+  s, result = loop.train_setup(config, workdir, lambda checkpoints: Setup(config, workdir, checkpoints),
+                               lambda s: make_train_step(s.model, s.tx, config), prepare,
+                               name="segmentation train step")
   if jax.process_index() == 0:
-    print(f"{cfg.model_name}: held-out mIoU {result.get('eval/mIoU', float('nan')):.4f}, pixel accuracy "
+    print(f"{config.model_name}: held-out mIoU {result.get('eval/mIoU', float('nan')):.4f}, pixel accuracy "
           f"{result.get('eval/aAcc', float('nan')):.4f} ({len(s.eval_data)} images, step "
           f"{int(jax.device_get(s.state.step))})")
   return result
