@@ -31,6 +31,23 @@ def randomized_timm(name: str, seed: int = 0, **options):
   return model
 
 
+def randomize(module, seed: int = 0):
+  """A torch module with every tensor redrawn so outputs spread (kernels N(0, 1/fan_in), BN statistics and affine
+  parameters away from identity), in eval mode: what the torchvision / transcription parity tests compare."""
+  torch.manual_seed(seed)
+  with torch.no_grad():
+    for name, t in module.state_dict().items():
+      if t.ndim >= 2:
+        t.normal_(0.0, (1.0 / np.prod(t.shape[1:])) ** 0.5)
+      elif name.endswith("running_var"):
+        t.uniform_(0.5, 2.0)
+      elif name.endswith("weight"):
+        t.normal_(1.0, 0.2)
+      elif t.is_floating_point():
+        t.normal_(0.0, 0.2)
+  return module.eval()
+
+
 def param_count(params) -> int:
   return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
 

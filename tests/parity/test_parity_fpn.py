@@ -6,27 +6,13 @@ import numpy as np
 import pytest
 import torch
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone as tv_resnet_fpn_backbone
+from timm_helpers import randomize
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 from inception_zoo.convert import torchvision_detection_to_flax
 from inception_zoo.models.detection.fpn import resnet_fpn_backbone
 
 SIZE = 97  # odd at every stride, so the nearest upsampling meets sizes that are not multiples of 2
-
-
-def randomize(module: torch.nn.Module, seed: int = 0):
-  torch.manual_seed(seed)
-  with torch.no_grad():
-    for name, t in module.state_dict().items():
-      if t.ndim >= 2:
-        t.normal_(0.0, (1.0 / np.prod(t.shape[1:])) ** 0.5)
-      elif name.endswith("running_var"):
-        t.uniform_(0.5, 2.0)
-      elif name.endswith("weight"):
-        t.normal_(1.0, 0.2)
-      elif t.is_floating_point():
-        t.normal_(0.0, 0.2)
-  return module.eval()
 
 
 @pytest.mark.parametrize("extra", ["maxpool", "p6p7"])

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
-from timm_helpers import randomized_timm
+from timm_helpers import randomize, randomized_timm
 from torchvision.models._utils import IntermediateLayerGetter
 
 from inception_zoo import create_model
@@ -34,21 +34,6 @@ from inception_zoo.models.segmentation.semantic_fpn import FPNHead as FlaxFPNHea
 from inception_zoo.pytree import path_str
 
 TOLERANCE = 1e-4  # x the largest |logit| of the reference
-
-
-def randomize(module: nn.Module, seed: int = 0) -> nn.Module:
-  torch.manual_seed(seed)
-  with torch.no_grad():
-    for name, t in module.state_dict().items():
-      if t.ndim >= 2:
-        t.normal_(0.0, (1.0 / np.prod(t.shape[1:])) ** 0.5)
-      elif name.endswith("running_var"):
-        t.uniform_(0.5, 2.0)
-      elif name.endswith("weight"):
-        t.normal_(1.0, 0.2)
-      elif t.is_floating_point():
-        t.normal_(0.0, 0.2)
-  return module.eval()
 
 
 def images(size, batch=1, seed=0):
