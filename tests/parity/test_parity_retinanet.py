@@ -124,11 +124,14 @@ def test_detections_match(results):
     got = {k: np.asarray(results["detections"][k][i])[valid] for k in ("boxes", "scores", "labels")}
     expected = {k: v.numpy() for k, v in expected.items()}
     assert len(expected["scores"]) >= 50 and len(got["scores"]) == len(expected["scores"])
-    # Both lists are in decreasing score order; a stable sort makes equal scores agree too.
-    order, expected_order = np.argsort(-got["scores"], kind="stable"), np.argsort(-expected["scores"], kind="stable")
-    np.testing.assert_array_equal(got["labels"][order], expected["labels"][expected_order])
-    np.testing.assert_allclose(got["scores"][order], expected["scores"][expected_order], rtol=0, atol=1e-4)
-    np.testing.assert_allclose(got["boxes"][order], expected["boxes"][expected_order], rtol=0, atol=1e-4 * SIZE)
+    # Each detection pairs with the other list's one of its class, box and score (to the tolerances): not by
+    # rank, as scores within rounding of each other (measured: two of 300, of two classes) swap places.
+    for label, box, score in zip(expected["labels"], expected["boxes"], expected["scores"]):
+      same = ((got["labels"] == label) & (np.abs(got["scores"] - score) <= 1e-4)
+              & (np.abs(got["boxes"] - box).max(-1) <= 1e-4 * SIZE))
+      assert same.any(), (i, label, box, score)
+      got = {k: v[~(np.arange(len(same)) == np.argmax(same))] for k, v in got.items()}  # each pairs once
+    assert not len(got["scores"])
 
 
 def test_training_losses_match(results):
