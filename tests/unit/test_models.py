@@ -30,8 +30,21 @@ def distinct_tiny_models():
   return sorted(first.values())
 
 
+def fast_jit(fn):
+  """`jax.jit` compiled once (for the first call's shapes) without the CPU backend's LLVM optimisations: these
+  graphs run once or twice, and those passes are most of their compile time (Inception-v3's tiny gradient:
+  48 s -> 14 s). The checks here compare a function with itself, never with other code's rounding."""
+  jitted, compiled = jax.jit(fn), []
+
+  def call(*args):
+    if not compiled:
+      compiled.append(jitted.lower(*args).compile({"xla_backend_optimization_level": 0}))
+    return compiled[0](*args)
+  return call
+
+
 def init(model, x):
-  return jax.jit(model.init)(jax.random.key(1), x)  # eager init would compile op by op
+  return fast_jit(model.init)(jax.random.key(1), x)  # eager init would compile op by op
 
 
 def test_registry_lists_the_paper_models():
@@ -81,7 +94,7 @@ def test_forward_backward_tiny(name):
                                      rngs={"dropout": jax.random.key(2)})
     return jnp.sum(logits ** 2) + sum(jnp.sum(f) for f in feats.values()) * 1e-3, (logits, feats)
 
-  grads, (logits, feats) = jax.jit(jax.grad(loss, has_aux=True))(variables["params"])
+  grads, (logits, feats) = fast_jit(jax.grad(loss, has_aux=True))(variables["params"])
   assert logits.shape == (2, 7)
   assert np.all(np.isfinite(logits))
   maps = [k for k in feats if k != "pre_logits"]
@@ -99,8 +112,8 @@ def test_eval_is_deterministic_and_train_uses_dropout(name):
   model, size = tiny(name, num_classes=5, drop_rate=0.5)
   x = jax.random.normal(jax.random.key(0), (2, size, size, 3))
   v = init(model, x)
-  evaluate = jax.jit(lambda v: model.apply(v, x)[0])  # jitted: op-by-op the full graph takes minutes
-  train = jax.jit(lambda v, key: model.apply(v, x, train=True, mutable=["batch_stats"],
+  evaluate = fast_jit(lambda v: model.apply(v, x)[0])  # jitted: op-by-op the full graph takes minutes
+  train = fast_jit(lambda v, key: model.apply(v, x, train=True, mutable=["batch_stats"],
                                              rngs={"dropout": key})[0][0])
   np.testing.assert_array_equal(evaluate(v), evaluate(v))
   c, d = train(v, jax.random.key(3)), train(v, jax.random.key(4))
@@ -114,20 +127,20 @@ def test_stochastic_depth_only_in_training(name):
   model, size = tiny(name, num_classes=5, drop_path_rate=0.5)
   x = jax.random.normal(jax.random.key(0), (4, size, size, 3))
   v = init(model, x)
-  train = jax.jit(lambda v, key: model.apply(v, x, train=True, mutable=["batch_stats"],
+  train = fast_jit(lambda v, key: model.apply(v, x, train=True, mutable=["batch_stats"],
                                              rngs={"dropout": key})[0][0])
   # One key gives one output, bit for bit; another key drops other branches. Exact comparison, as
   # families with layer scale (InceptionNeXt: 1e-6 at init) change the logits by ~1e-7 per branch.
   np.testing.assert_array_equal(train(v, jax.random.key(3)), train(v, jax.random.key(3)))
   assert not np.array_equal(train(v, jax.random.key(3)), train(v, jax.random.key(4)))
-  logits, _ = jax.jit(model.apply)(v, x)  # evaluation needs no 'dropout' RNG: nothing is dropped
+  logits, _ = fast_jit(model.apply)(v, x)  # evaluation needs no 'dropout' RNG: nothing is dropped
   assert np.all(np.isfinite(logits))
 
 
 def test_headless_model_returns_pooled_features():
   model, size = tiny("inception_v4", num_classes=0)
   x = jnp.zeros((1, size, size, 3))
-  out, feats = model.apply(init(model, x), x)
+  out, feats = fast_jit(model.apply)(init(model, x), x)  # op by op, the full graph takes most of a minute
   assert out.shape == (1, feats["C5"].shape[-1])
   np.testing.assert_array_equal(out, feats["pre_logits"])
 
