@@ -1,7 +1,7 @@
 """The detection core learns: Mask R-CNN's CPU setting (quarter-width ResNet-50-FPN, 600 steps on the
 generated shapes) reaches a box and mask AP far above a detector that has learnt nothing (AP 0).
 Seeds 0 / 1 / 2 measured box AP 0.343 / 0.365 / 0.342 and mask AP 0.290 / 0.303 / 0.293 (README); seed 0
-is asserted against the lowest seed less four times the spread. Its ~7.5 min (15 min beside another CI worker)
+is asserted against the lowest seed less four times the spread. Its ~11 min (15 min beside another CI worker)
 do not fit CI: `make reproduce`, as RetinaNet's.
 
 RetinaNet's CPU setting (2,000 steps) learns far more slowly on these 3-40 px shapes: seeds 0 / 1 / 2
