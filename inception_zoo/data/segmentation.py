@@ -30,15 +30,19 @@ Readers (random-access sources with `names` and `class_names`; images stay encod
   becomes 255 and the rest shift down by one, 150 classes.
 - `cityscapes`: `leftImg8bit/{split}/{city}/*_leftImg8bit.png` with `gtFine/{split}/{city}/
   *_gtFine_labelTrainIds.png` where it exists, else `*_gtFine_labelIds.png` mapped to the 19 train ids
-  (`CITYSCAPES_ID_TO_TRAIN_ID`, cityscapesscripts' table); splits are the folders of leftImg8bit.
+  (`CITYSCAPES_ID_TO_TRAIN_ID`, cityscapesscripts' table); splits are the folders of leftImg8bit, and
+  'labeled_<p>' / 'unlabeled_<p>' (e.g. 'labeled_1-8'): the train images named in CPS / MGD's partition
+  lists `config_new/subset_train/train_aug_{labeled,unlabeled}_<p>.txt` (or `subset_train/...`), in their order.
 - `voc_aug`: Pascal VOC 2012 with the SBD training images, laid out as CPS / TorchSemiSeg's
   `DATA/pascal_voc/` (see `VocAugSource`); 21 classes, 255 = the object borders.
 - `shapes_seg`: the detection `shapes` scenes with their semantic map; `shapes_texture`: scenes whose
   class is the texture painted in a shape (colours drawn from the scene's own background), so neither
   colour nor outline tells the class. `shapes_seg_dataset` / `shapes_texture_dataset` for other sizes.
+  Splits 'train', 'test', and 'labeled_1-<k>' / 'unlabeled_1-<k>': train scenes 0, k, 2k, ... and the rest.
 """
 import os
-from typing import Optional, Sequence, Tuple
+import re
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
@@ -449,34 +453,79 @@ CITYSCAPES_LUT = np.full(256, IGNORE, np.uint8)
 CITYSCAPES_LUT[list(CITYSCAPES_ID_TO_TRAIN_ID)] = list(CITYSCAPES_ID_TO_TRAIN_ID.values())
 
 
+CITYSCAPES_LIST_DIRS = (os.path.join("config_new", "subset_train"), "subset_train")
+
+
+def _cityscapes_partition(data_dir: str, split: str) -> str:
+  """The list file of split 'labeled_<p>' / 'unlabeled_<p>': CPS / MGD's `config_new/subset_train/
+  train_aug_{labeled,unlabeled}_<p>.txt`, or the same file in `subset_train/`."""
+  file = "train_aug_{}_{}.txt".format(*split.split("_", 1))
+  dirs = [os.path.join(data_dir, d) for d in CITYSCAPES_LIST_DIRS]
+  for d in dirs:
+    if os.path.isfile(os.path.join(d, file)):
+      return os.path.join(d, file)
+  found = sorted({m.group(1) for d in dirs if os.path.isdir(d) for f in os.listdir(d)
+                  for m in [re.fullmatch(r"train_aug_((?:un)?labeled_.+)\.txt", f)] if m})
+  raise UserError(f"dataset 'cityscapes' split '{split}': no list {os.path.join(dirs[0], file)!r} nor "
+                  f"{os.path.join(dirs[1], file)!r} (partitions found: {found or 'none'})")
+
+
+def _cityscapes_names(list_file: str, cities: dict, image_root: str) -> List[str]:
+  """The base names in a partition list, in its order; a line is `/images/train/<name>.png` and (ignored, CPS's
+  flattened layout) its label path."""
+  names = []
+  with open(list_file) as f:
+    for k, line in enumerate(f):
+      parts = line.split()
+      if not parts:
+        continue
+      name = os.path.splitext(os.path.basename(parts[0]))[0]
+      name = name[:-len("_leftImg8bit")] if name.endswith("_leftImg8bit") else name
+      if name not in cities:
+        raise UserError(f"{list_file}:{k + 1}: no image {name}_leftImg8bit.png in any city of {image_root!r}")
+      names.append(name)
+  if not names:
+    raise UserError(f"dataset 'cityscapes': the list {list_file!r} is empty")
+  return names
+
+
 def cityscapes(split: str, data_dir: Optional[str] = None) -> Dataset:
   if not data_dir:
     raise UserError("dataset 'cityscapes' needs data_dir (set input.data_dir / --config.data_dir)")
-  image_root = os.path.join(data_dir, "leftImg8bit", split)
+  partition = split.startswith(("labeled_", "unlabeled_"))
+  list_file = _cityscapes_partition(data_dir, split) if partition else None
+  folder = "train" if partition else split
+  image_root = os.path.join(data_dir, "leftImg8bit", folder)
   if not os.path.isdir(image_root):
     found = sorted(os.listdir(os.path.join(data_dir, "leftImg8bit"))) \
         if os.path.isdir(os.path.join(data_dir, "leftImg8bit")) else []
     raise UserError(f"dataset 'cityscapes': no folder {image_root!r} (splits found: {found or 'none'})")
   suffix = "_leftImg8bit.png"
-  images, labels, names, luts = [], [], [], []
+  cities = {}  # base name -> city, in the folders' sorted order
   for city in sorted(os.listdir(image_root)):
     for f in sorted(os.listdir(os.path.join(image_root, city))):
-      if not f.endswith(suffix):
-        continue
-      base = f[:-len(suffix)]
-      gt = os.path.join(data_dir, "gtFine", split, city, base + "_gtFine_")
-      if os.path.isfile(gt + "labelTrainIds.png"):
-        labels.append(gt + "labelTrainIds.png")
-        luts.append(None)
-      elif os.path.isfile(gt + "labelIds.png"):
-        labels.append(gt + "labelIds.png")
-        luts.append(CITYSCAPES_LUT)
-      else:
-        raise UserError(f"dataset 'cityscapes': no {gt}labelTrainIds.png nor labelIds.png for {f}")
-      images.append(os.path.join(image_root, city, f))
-      names.append(base)
-  if not images:
+      if f.endswith(suffix):
+        cities[f[:-len(suffix)]] = city
+  if not cities:
     raise UserError(f"dataset 'cityscapes': no *{suffix} images under {image_root!r}")
+  names = _cityscapes_names(list_file, cities, image_root) if partition else list(cities)
+  labelled = not split.startswith("unlabeled_")
+  images, labels, luts = [], [], []
+  for base in names:
+    city = cities[base]
+    images.append(os.path.join(image_root, city, base + suffix))
+    gt = os.path.join(data_dir, "gtFine", folder, city, base + "_gtFine_")
+    if not labelled:
+      labels.append(None)
+      luts.append(None)
+    elif os.path.isfile(gt + "labelTrainIds.png"):
+      labels.append(gt + "labelTrainIds.png")
+      luts.append(None)
+    elif os.path.isfile(gt + "labelIds.png"):
+      labels.append(gt + "labelIds.png")
+      luts.append(CITYSCAPES_LUT)
+    else:
+      raise UserError(f"dataset 'cityscapes': no {gt}labelTrainIds.png nor labelIds.png for {base}{suffix}")
   return Dataset(SegFileSource(images, labels, names, CITYSCAPES_CLASSES, luts), len(CITYSCAPES_CLASSES))
 
 
@@ -620,10 +669,49 @@ class ShapesTextureSource:
     return {"image": image, "label": label, "image_id": scene["image_id"]}
 
 
+class SubsetSource:
+  """Examples `indices` of `source`, numbered by their position here (image_id; `names` follow); unlabelled
+  (`labelled=False`) drops the labels, as voc_aug's unlabelled splits have none."""
+
+  def __init__(self, source, indices: Sequence[int], labelled: bool = True):
+    self.source, self.indices, self.labelled = source, [int(i) for i in indices], labelled
+    self.class_names = source.class_names
+    self.names = [source.names[i] for i in self.indices]
+
+  def __len__(self):
+    return len(self.indices)
+
+  def __getitem__(self, i):
+    ex = dict(self.source[self.indices[i]])
+    ex["image_id"] = np.int64(i)
+    if not self.labelled:
+      ex.pop("label", None)
+    return ex
+
+
+def _shapes_split(name: str, split: str) -> Tuple[str, Optional[Tuple[bool, int]]]:
+  """'train' / 'test' and no partition, or 'train' and (labelled, k) for 'labeled_1-<k>' / 'unlabeled_1-<k>'."""
+  m = re.fullmatch(r"(labeled|unlabeled)_1-([1-9][0-9]*)", split)
+  if m:
+    return "train", (m.group(1) == "labeled", int(m.group(2)))
+  if split not in detection.SHAPES_SPLITS:
+    raise UserError(f"dataset '{name}' has splits 'train', 'test', 'labeled_1-<k>' and 'unlabeled_1-<k>' (train "
+                    f"scenes 0, k, 2k, ... and the others, k >= 1); got '{split}'")
+  return split, None
+
+
+def _shapes_partition(name: str, split: str, source, partition: Optional[Tuple[bool, int]]):
+  if partition is None:
+    return source
+  labelled, k = partition
+  indices = [i for i in range(len(source)) if (i % k == 0) == labelled]
+  if not indices:
+    raise UserError(f"dataset '{name}' split '{split}' is empty ({len(source)} train scenes)")
+  return SubsetSource(source, indices, labelled)
+
+
 def _shapes_scenes(name: str, split: str, size, max_objects: int, num_train: int, num_test: int, seed: int,
                    **options) -> detection.ShapesSource:
-  if split not in detection.SHAPES_SPLITS:
-    raise UserError(f"dataset '{name}' has splits 'train' and 'test'; got '{split}'")
   if min(_size(size)) < 16 or max(_size(size)) > 427 or max_objects < 1:
     raise UserError(f"{name} needs 16 <= size <= 427 and max_objects >= 1; got {size}, {max_objects}")
   n = num_train if split == "train" else num_test
@@ -634,8 +722,10 @@ def shapes_seg_dataset(split: str, data_dir: Optional[str] = None, *, size=96, m
                        num_train: int = 2000, num_test: int = 200, seed: int = 0) -> Dataset:
   """The detection shapes as semantic segmentation: 5 classes (background, disc, rectangle, ellipse, cross)."""
   del data_dir
-  scenes = _shapes_scenes("shapes_seg", split, size, max_objects, num_train, num_test, seed)
-  return Dataset(ShapesSegSource(scenes), len(detection.SHAPE_CLASSES) + 1)
+  folder, partition = _shapes_split("shapes_seg", split)
+  scenes = _shapes_scenes("shapes_seg", folder, size, max_objects, num_train, num_test, seed)
+  source = _shapes_partition("shapes_seg", split, ShapesSegSource(scenes), partition)
+  return Dataset(source, len(detection.SHAPE_CLASSES) + 1)
 
 
 def shapes_texture_dataset(split: str, data_dir: Optional[str] = None, *, size=96, max_objects: int = 6,
@@ -643,9 +733,11 @@ def shapes_texture_dataset(split: str, data_dir: Optional[str] = None, *, size=9
   """Textured shapes: 5 classes (background, horizontal stripes, vertical stripes, checkerboard, dots). The
   shapes are larger than detection's (12-48 px) so that a few periods of texture fit in each."""
   del data_dir
-  scenes = _shapes_scenes("shapes_texture", split, size, max_objects, num_train, num_test, seed,
+  folder, partition = _shapes_split("shapes_texture", split)
+  scenes = _shapes_scenes("shapes_texture", folder, size, max_objects, num_train, num_test, seed,
                           extent=(12, 48), min_area=16)
-  return Dataset(ShapesTextureSource(scenes), len(TEXTURE_CLASSES) + 1)
+  source = _shapes_partition("shapes_texture", split, ShapesTextureSource(scenes), partition)
+  return Dataset(source, len(TEXTURE_CLASSES) + 1)
 
 
 def shapes_seg(split: str, data_dir: Optional[str] = None) -> Dataset:

@@ -249,6 +249,47 @@ def test_cityscapes_maps_label_ids_to_train_ids(tmp_path):
     datasets.get_dataset("cityscapes", "train", str(tmp_path))
 
 
+def test_cityscapes_partitions_follow_cps_lists(tmp_path):
+  # Each image's label is one id: road (7), sidewalk (8), car (26).
+  for k, (n, label_id) in enumerate((("aachen_000000_000019", 7), ("aachen_000001_000019", 8),
+                                     ("jena_000078_000019", 26))):
+    city = n.split("_")[0]
+    write_image(str(tmp_path / "leftImg8bit" / "train" / city / f"{n}_leftImg8bit.png"), seed=k)
+    write_label(str(tmp_path / "gtFine" / "train" / city / f"{n}_gtFine_labelIds.png"), np.full((6, 8), label_id))
+  lists = tmp_path / "config_new" / "subset_train"
+  os.makedirs(lists)
+
+  def line(n):  # CPS's flattened layout, which the reader maps back to leftImg8bit/train/<city>/
+    return f"/images/train/{n}.png\t/segmentation/train/{n}_gtFine.png\n"
+  (lists / "train_aug_labeled_1-8.txt").write_text(line("jena_000078_000019") + line("aachen_000001_000019"))
+  (lists / "train_aug_unlabeled_1-8.txt").write_text(line("aachen_000000_000019"))
+  os.makedirs(tmp_path / "subset_train")
+  (tmp_path / "subset_train" / "train_aug_labeled_1-16.txt").write_text(line("aachen_000000_000019"))
+  train = datasets.get_dataset("cityscapes", "train", str(tmp_path)).source
+  labeled = datasets.get_dataset("cityscapes", "labeled_1-8", str(tmp_path))
+  assert labeled.num_classes == 19 and labeled.source.names == ["jena_000078_000019", "aachen_000001_000019"]
+  assert labeled.source.class_names == train.class_names
+  for i, n in enumerate(labeled.source.names):
+    ex, ref = labeled.source[i], train[train.names.index(n)]
+    assert ex["image"] == ref["image"] and ex["image_id"] == i
+    np.testing.assert_array_equal(ex["label"], ref["label"])
+  assert (labeled.source[0]["label"] == 13).all() and (labeled.source[1]["label"] == 1).all()  # train ids
+  assert datasets.get_dataset("cityscapes", "labeled_1-16", str(tmp_path)).source.names == ["aachen_000000_000019"]
+  # Unlabelled examples carry no label, as voc_aug's, so their gtFine files need not exist.
+  os.remove(tmp_path / "gtFine" / "train" / "aachen" / "aachen_000000_000019_gtFine_labelIds.png")
+  unlabeled = datasets.get_dataset("cityscapes", "unlabeled_1-8", str(tmp_path)).source
+  assert unlabeled.names == ["aachen_000000_000019"] and "label" not in unlabeled[0]
+  assert unlabeled[0]["image"] == (tmp_path / "leftImg8bit" / "train" / "aachen" /
+                                   "aachen_000000_000019_leftImg8bit.png").read_bytes()
+  assert (decode_pack(unlabeled, 0)["label"] == 255).all()
+  with pytest.raises(UserError, match=r"train_aug_labeled_1-4.txt.*partitions found: \['labeled_1-16', "
+                                      r"'labeled_1-8', 'unlabeled_1-8'\]"):
+    datasets.get_dataset("cityscapes", "labeled_1-4", str(tmp_path))
+  (lists / "train_aug_labeled_1-8.txt").write_text(line("jena_000078_000019") + line("ulm_000001_000019"))
+  with pytest.raises(UserError, match=r"train_aug_labeled_1-8.txt:2: no image ulm_000001_000019_leftImg8bit.png"):
+    datasets.get_dataset("cityscapes", "labeled_1-8", str(tmp_path))
+
+
 def test_voc_aug_reads_cps_lists_partitions_and_palette_labels(tmp_path):
   root = tmp_path / "pascal_voc"
   label = np.array([[0, 15, 255, 20]] * 6, np.uint8).repeat(2, 1)
@@ -317,6 +358,30 @@ def test_shapes_seg_is_deterministic_and_agrees_with_the_instance_masks():
     datasets.get_dataset("shapes_seg", "val")
   small = seg.shapes_seg_dataset("train", size=(48, 64), num_train=3)
   assert len(small) == 3 and small.source[0]["label"].shape == (48, 64)
+
+
+def test_shapes_partitions_are_every_kth_train_scene_and_the_rest():
+  train = seg.shapes_texture_dataset("train", num_train=64).source
+  labeled = seg.shapes_texture_dataset("labeled_1-16", num_train=64)
+  unlabeled = seg.shapes_texture_dataset("unlabeled_1-16", num_train=64).source
+  assert labeled.num_classes == 5 and labeled.source.class_names == train.class_names == unlabeled.class_names
+  assert labeled.source.names == ["0", "16", "32", "48"] and len(unlabeled) == 60
+  assert not set(labeled.source.names) & set(unlabeled.names)
+  assert sorted(labeled.source.names + unlabeled.names, key=int) == train.names
+  for source, labelled in ((labeled.source, True), (unlabeled, False)):
+    for i in range(0, len(source), 7):
+      ex, ref = source[i], train[int(source.names[i])]
+      assert ex["image_id"] == i and ("label" in ex) == labelled
+      np.testing.assert_array_equal(ex["image"], ref["image"])
+      if labelled:
+        np.testing.assert_array_equal(ex["label"], ref["label"])
+  assert (pp.build("seg_pack")(unlabeled[0], None)["label"] == 255).all()
+  assert seg.shapes_seg_dataset("labeled_1-1", num_train=3).source.names == ["0", "1", "2"]
+  with pytest.raises(UserError, match="'unlabeled_1-1' is empty"):
+    seg.shapes_seg_dataset("unlabeled_1-1", num_train=3)
+  for bad in ("labeled_1-0", "labeled_2-8", "labeled"):
+    with pytest.raises(UserError, match=r"splits 'train', 'test', 'labeled_1-<k>' and 'unlabeled_1-<k>'.*got"):
+      datasets.get_dataset("shapes_seg", bad)
 
 
 def test_shapes_texture_labels_follow_texture_not_colour():
