@@ -7,6 +7,7 @@ from inception_zoo import models  # noqa: F401
 from inception_zoo.projects.dagnn import dagnn as _dagnn  # noqa: F401
 from inception_zoo.projects.drct import drct as _drct  # noqa: F401
 from inception_zoo.projects.lighthgnn import hgnn as _hgnn  # noqa: F401
+from inception_zoo.projects.mgd import models as _mgd_models  # noqa: F401
 from inception_zoo.projects.poincare_resnet import poincare_resnet as _poincare_resnet  # noqa: F401
 from inception_zoo.projects.simmim import simmim as _simmim  # noqa: F401
 from inception_zoo.projects.terminator import terminator as _terminator  # noqa: F401

@@ -28,7 +28,8 @@ the SE width from the block's input channels, the skip only where stride is 1 an
 dilates the depthwise convolutions instead: a block that would have strided runs at the previous dilation, the
 blocks after it at twice that. Padding stays symmetric (dilation * (k // 2)), as timm; VainF's copy pads the block's
 input before the 1x1 expansion instead, which differs at the borders. The features keep their level names
-(C5 is the last stage, at stride 16 or 8 then).
+(C5 is the last stage, at stride 16 or 8 then). `tail_dilations` instead dilates the depthwise convolutions of the
+last blocks at the given rates, strides kept (MGD's MobileNet v2 student: `_nostride_dilate` on features[15:18]).
 """
 import functools
 import math
@@ -145,6 +146,7 @@ class EfficientNet(nn.Module):
   bn_momentum: float = 0.9  # PyTorch's 0.1
   dtype: Any = jnp.float32
   output_stride: int = 32  # 32 | 16 | 8: the strides from there on replaced by dilation
+  tail_dilations: Tuple[int, ...] = ()  # depthwise rates of the last len() blocks (all stages), strides kept
 
   head_name = "classifier"  # timm's classifier Linear (weight conversion, head reset)
   min_size = MIN_SIZE
@@ -167,6 +169,13 @@ class EfficientNet(nn.Module):
       raise UserError(f"width and depth must be positive; got width={self.width}, depth={self.depth}")
     if self.output_stride not in (8, 16, 32):
       raise UserError(f"efficientnet/mobilenet output_stride must be 8, 16 or 32; got {self.output_stride}")
+    repeats = [int(math.ceil(s[1] * self.depth)) for s in self.stages]
+    tail = tuple(self.tail_dilations)
+    if len(tail) > sum(repeats):
+      raise UserError(f"efficientnet/mobilenet tail_dilations has {len(tail)} rates but the network only "
+                      f"{sum(repeats)} blocks")
+    if tail and self.output_stride != 32:
+      raise UserError(f"efficientnet/mobilenet tail_dilations takes output_stride 32; got {self.output_stride}")
     act = ACTIVATIONS[self.act]
     bn = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=self.bn_momentum,
                            epsilon=1e-5, dtype=self.dtype)
@@ -174,7 +183,6 @@ class EfficientNet(nn.Module):
         x.astype(self.dtype))
     x = act(bn(name="bn1")(x))
 
-    repeats = [int(math.ceil(s[1] * self.depth)) for s in self.stages]
     # timm's rate for block i of n is drop_path_rate * i / n, so the last block stays below the rate.
     rates = drop_path_rates(self.drop_path_rate * (sum(repeats) - 1) / sum(repeats), repeats)
     # `stride` is the nominal one, which names the levels; `net_stride` the one reached, `dilation` the
@@ -189,6 +197,9 @@ class EfficientNet(nn.Module):
         if net_stride * block_stride > self.output_stride:
           block_stride, dilation = 1, dilation * block_stride
         net_stride *= block_stride
+        tail_index = len(tail) - sum(repeats) + sum(repeats[:i]) + j  # >= 0 in the dilated tail
+        if tail_index >= 0:
+          block_dilation = tail[tail_index]
         blocks.append(Block(kind, self.channels(out_chs), kernel, block_stride, expansion, se, self.act,
                             rates[i][j], self.bn_momentum, self.dtype, dilation=block_dilation))
       stages.append(Seq(blocks))

@@ -35,9 +35,11 @@ convert by the timm rule of `inception_zoo.convert`, below the backbone's own na
 
 `aux=True` adds an FCN head on C4 (torchvision's FCNHead: 3x3 conv to `aux_channels` + BN + ReLU, dropout 0.1,
 1x1 to the classes, `aux_classifier`). `model.apply(variables, images, train=False)` on NHWC images returns
-{'logits': (B, H, W, num_classes)} (and 'aux_logits', the same shape), bilinearly resized to the input. The backbone
-is any registered classifier with C2..C5 features (`body`, `body_options`); `train` runs its BatchNorm and the
-dropouts (rng 'dropout').
+{'logits': (B, H, W, num_classes)} (and 'aux_logits', the same shape), bilinearly resized to the input; 'cps' also
+returns 'features', the decoder's output before the classifier, at the low-level map's size ((B, H/4, W/4,
+decoder_channels): CPS / MGD's `v3plus_feature`, which MGD's region-level distillation reads). The backbone is any
+registered classifier with C2..C5 features (`body`, `body_options`); `train` runs its BatchNorm and the dropouts
+(rng 'dropout').
 """
 import functools
 from typing import Any, Dict, Optional, Tuple
@@ -230,14 +232,18 @@ class DeepLab(nn.Module):
       raise UserError(f"deeplab low_level '{self.low_level}' is not a feature of {self.body} "
                       f"({', '.join(sorted(features))})")
     cps = self.variant == "cps"
+    decoded = None
     if cps:
-      y = self.classifier(self.head(features[self.low_level], features["C5"], train=train))
+      decoded = self.head(features[self.low_level], features["C5"], train=train)
+      y = self.classifier(decoded)
     elif self.decoder:
       y = self.classifier(features[self.low_level], features["C5"], train=train)
     else:
       y = self.classifier(features["C5"], train=train)
     size = images.shape[1:3]
     out = {"logits": resize_bilinear(y, size, align_corners=cps)}
+    if decoded is not None:
+      out["features"] = decoded
     if self.aux:
       out["aux_logits"] = resize_bilinear(self.aux_classifier(features["C4"], train=train), size,
                                           align_corners=cps)
