@@ -173,15 +173,11 @@ class Setup:
 
 
 def load_frozen(s: Setup) -> tuple:
-  """((frozen variables,), (their shardings,)) on the mesh, or ((), ()) for a task without any.
-
-  The state's sharding rules lay them out, so a teacher as large as the student is split over 'fsdp'
-  the same way; they are not donated, so the same buffers serve every step."""
+  """((frozen variables,), (their shardings,)) on the mesh (`loop.frozen_on_mesh`), or ((), ()) for a task
+  without any."""
   if s.task.frozen is None:
     return (), ()
-  host = s.task.frozen(s)
-  shardings = sharding.infer_shardings(host, s.mesh, s.config.sharding_rules, s.config.fsdp_min_size)
-  return (jax.device_put(host, shardings),), (shardings,)
+  return loop.frozen_on_mesh(s.task.frozen(s), s.mesh, s.config)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,

@@ -184,14 +184,25 @@ def run_in_workdir(workdir: str, init: Callable[[], Any], train_step: Callable,
                      log_every=log_every, eval_every=eval_every, desc=desc, extra=extra)
 
 
+def frozen_on_mesh(host, mesh, config: ml_collections.ConfigDict) -> tuple:
+  """((frozen variables,), (their shardings,)): a train step's frozen inputs (teachers) laid out by the state's
+  sharding rules, so a teacher as large as the student is split over 'fsdp' the same way; they are not donated,
+  so the same buffers serve every step."""
+  shardings = sharding.infer_shardings(host, mesh, config.sharding_rules, config.fsdp_min_size)
+  return (jax.device_put(host, shardings),), (shardings,)
+
+
 def train_setup(config: ml_collections.ConfigDict, workdir: str, make_setup: Callable[[Any], Any],
                 make_step: Callable[[Any], Callable], prepare: Callable[[Any, Dict[str, Any]], Dict[str, Any]], *,
-                name: str, extra: Optional[Callable[[Any], tuple]] = None) -> Tuple[Any, Dict[str, float]]:
+                name: str, extra: Optional[Callable[[Any], tuple]] = None,
+                batches: Optional[Callable[[Any, int], Iterator]] = None) -> Tuple[Any, Dict[str, float]]:
   """`Run` for a trainer built around a `Setup` (model, data, optimizer, and its state restored or initialised
   over its mesh; `make_setup(checkpoints)` builds it): one compiled data-parallel step `make_step(setup)`, the
   host's training batches from the resumed step (`prepare(setup, batch)` checks one and picks its keys), placed
   over the mesh, and `setup.evaluate()` every `eval_every` steps and at the end. `extra(setup)` gives values
-  every step takes after the batch (frozen teachers) and their shardings. Returns (setup, last evaluation)."""
+  every step takes after the batch (frozen teachers) and their shardings. `batches(setup, start)` replaces the
+  default host batches (the training split through `pp_train`) where a step reads more than one stream, as
+  semi-supervised training does. Returns (setup, last evaluation)."""
   cfg = config
   with Run(workdir, cfg, keep=cfg.keep_checkpoints, checkpoint_every=cfg.checkpoint_every, tensorboard=True) as run:
     s = make_setup(run.checkpoints)
@@ -202,14 +213,17 @@ def train_setup(config: ml_collections.ConfigDict, workdir: str, make_setup: Cal
     train_step = sharding.compile_together(
         jax.jit(make_step(s), in_shardings=(s.shardings, sharding.batch_sharding(s.mesh), *frozen_shardings),
                 out_shardings=(s.shardings, sharding.replicated(s.mesh)), donate_argnums=0), name)
-    batches = pipeline.train_batches(s.train_data.source, s.pp_train, global_batch=cfg.input.batch_size,
-                                     seed=cfg.seed, start_batch=start, num_threads=cfg.input.num_threads)
+    if batches is None:
+      host = pipeline.train_batches(s.train_data.source, s.pp_train, global_batch=cfg.input.batch_size,
+                                    seed=cfg.seed, start_batch=start, num_threads=cfg.input.num_threads)
+    else:
+      host = batches(s, start)
 
     def evaluate(state):
       s.state = state
       return s.evaluate()
 
-    s.state, result = run.steps(s.state, train_step, (global_batch(s.mesh, prepare(s, b)) for b in batches),
+    s.state, result = run.steps(s.state, train_step, (global_batch(s.mesh, prepare(s, b)) for b in host),
                                 total_steps=s.total_steps, evaluate=evaluate, log_every=cfg.log_every,
                                 eval_every=cfg.eval_every, desc=cfg.model_name, extra=frozen)
   return s, result

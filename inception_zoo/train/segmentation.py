@@ -105,7 +105,7 @@ class Setup:
         same_shape=self.batched_eval)
     self.num_classes = config.get("num_classes") or self.train_data.num_classes
     self.model = create_model(config.model_name, num_classes=self.num_classes, **config.model.to_dict())
-    self.steps_per_epoch = pipeline.steps_per_epoch(len(self.train_data), inp.batch_size)
+    self.steps_per_epoch = pipeline.steps_per_epoch(self.examples_per_epoch(), inp.batch_size)
     self.total_steps = config.get("total_steps") or int(round(config.num_epochs * self.steps_per_epoch))
     self.schedule = optim.make_schedule(config, self.steps_per_epoch, self.total_steps)
     self.tx = optim.make_optimizer(config, self.schedule)
@@ -114,6 +114,10 @@ class Setup:
         init_scope=config.get("init_scope") or None, drop=CLASSIFIER_ONLY)
     self._apply = jax.jit(lambda state, images: self.model.apply(
         {"params": eval_params(state, config), "batch_stats": state.batch_stats}, images, train=False)["logits"])
+
+  def examples_per_epoch(self) -> int:
+    """What an epoch of the schedule counts (semi-supervised trainers count their larger, unlabelled split)."""
+    return len(self.train_data)
 
   def evaluate(self) -> Dict[str, float]:
     """mIoU, pixel accuracy and mean class accuracy of the held-out split, at each label's original size."""
