@@ -2,8 +2,9 @@
 images from two frozen teachers at the pixel, image and region levels (inception_zoo/projects/mgd/, README.md
 there: what is measured, and how).
 
-CPU setting: textured generated scenes, 1/16 of them labelled; two teachers pre-trained on the labelled
-sixteenth, then a supervised-only, a pixel-level-only and an MGD student from the same start:
+CPU setting (~12 min): textured generated scenes, 1/16 of them labelled; two teachers pre-trained on the labelled
+sixteenth, then a supervised-only, a pixel-level-only and an MGD student from the same start; seed 0 mIoU 0.677 /
+0.684 / 0.666 (MGD does not beat supervised at this scale, over 3 seeds; the project README has them):
   python -m experiments.mgd --config=runlocal --workdir=workdirs/mgd_shapes
 Full settings (official exp.city / exp.voc scripts; partitions with --config.input.train_split=labeled_1-16
 --config.input.unlabeled_split=unlabeled_1-16; teachers: workdirs of experiments.deeplabv3plus runs of their
@@ -38,18 +39,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict(quarter)
     shapes_segmentation(c, data="shapes_texture")
     c.input.update(train_split="labeled_1-16", unlabeled_split="unlabeled_1-16")
-    half = dict(quarter, body_options=dict(channels=(32, 64, 128, 256)), aspp_channels=128, decoder_channels=128)
-    c.teachers = ml_collections.ConfigDict(dict(
-        region=distill.teacher("deeplabv3plus_resnet18", **half),
-        image=distill.teacher("deeplabv3plus_resnet50", **dict(half, body_options=dict(
-            channels=(16, 32, 64, 128), stem_width=16)))))
+    # Complementary teachers as the paper's (wide WRN-34-2, deep ResNet-101), at CPU size: a ResNet-18 at 3/8
+    # width and a ResNet-34 at the student's quarter width.
+    wide = dict(quarter, body_options=dict(channels=(24, 48, 96, 192), stem_width=12), aspp_channels=96,
+                decoder_channels=96)
+    deep = dict(quarter, body_options=dict(quarter["body_options"], layers=(3, 4, 6, 3)))
+    c.teachers = ml_collections.ConfigDict(dict(region=distill.teacher("deeplabv3plus_resnet18", **wide),
+                                                image=distill.teacher("deeplabv3plus_resnet18", **deep)))
     c.prepare = ml_collections.ConfigDict(dict(teacher_steps=300, teacher_seeds=(10, 11)))
-    c.total_steps = 300
+    c.total_steps = 200
     c.optimizer.update(wd_mask="no_norm_bias")
     c.schedule.update(base_lr=0.05, warmup_epochs=0.0)
     c.mgd.update(image_weight=0.001, region_weight=100.0, images_per_device=c.input.batch_size)
     c.log_every = 50
-    c.checkpoint_every = 300
+    c.checkpoint_every = 200
     c.mesh.data = 1
     return c
   city = arg.startswith("cityscapes")

@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from test_parity_segmentation import CPSASPP, CPSHead, CPSSingleNetwork, assert_close, images, nchw, nhwc
+from test_parity_segmentation import CPSHead, CPSSingleNetwork, assert_close, images, nchw, nhwc
 from timm.models.resnet import Bottleneck as TimmBottleneck
 from timm.models.resnet import ResNet as TimmResNet
 from timm_helpers import randomize
@@ -118,39 +118,10 @@ class MGDMobileNetV2(nn.Module):
     return blocks
 
 
-# --- MGD-SSSS voc8.mobilev2_deeplabv3plus/network.py `HeadSmall` (the student's: reduce 24 -> 24, last_conv on 280),
-# and the `SingleSmallNetwork` / `SingleWideNetwork` wrapper (its forward's training-mode outputs, `v3plus_feature`
-# and the prediction, returned in eval mode too). `Head` is test_parity_segmentation's `CPSHead` (the same code). ---
-
-class MGDMobileHeadSmall(nn.Module):
-  def __init__(self, classify_classes, norm_act=nn.BatchNorm2d, bn_momentum=0.0003):
-    super().__init__()
-    self.classify_classes = classify_classes
-    self.aspp = CPSASPP(320, 256, [6, 12, 18], norm_act=norm_act)
-    self.reduce = nn.Sequential(
-        nn.Conv2d(24, 24, 1, bias=False),
-        norm_act(24, momentum=bn_momentum),
-        nn.ReLU(),
-    )
-    self.last_conv = nn.Sequential(nn.Conv2d(280, 256, kernel_size=3, stride=1, padding=1, bias=False),
-                                   norm_act(256, momentum=bn_momentum),
-                                   nn.ReLU(),
-                                   nn.Conv2d(256, 256, kernel_size=3, stride=1, padding=1, bias=False),
-                                   norm_act(256, momentum=bn_momentum),
-                                   nn.ReLU(),
-                                   )
-
-  def forward(self, f_list):
-    f = f_list[-1]
-    f = self.aspp(f)
-    low_level_features = f_list[0]
-    low_h, low_w = low_level_features.size(2), low_level_features.size(3)
-    low_level_features = self.reduce(low_level_features)
-    f = F.interpolate(f, size=(low_h, low_w), mode='bilinear', align_corners=True)
-    f = torch.cat((f, low_level_features), dim=1)
-    f = self.last_conv(f)
-    return f
-
+# --- MGD-SSSS network.py: `Head` and the MobileNet student's `HeadSmall` are test_parity_segmentation's `CPSHead`
+# (the same code; HeadSmall with 320 / 24 / 24 channels: reduce 24 -> 24, last_conv on 280), and the
+# `SingleSmallNetwork` / `SingleWideNetwork` wrapper (its forward's training-mode outputs, `v3plus_feature` and the
+# prediction, returned in eval mode too). ---
 
 class MGDSingleNetwork(nn.Module):
   """`backbone`, the modules `dilated(backbone)` each dilated by `_nostride_dilate` at 2, 4, 8, ..., `head`, the 1x1
@@ -203,7 +174,7 @@ class MGDWideResNet(TimmResNet):
 
 def mgd_mobilenet_network(num_classes):
   return MGDSingleNetwork(num_classes, MGDMobileNetV2(), lambda backbone: backbone.features[15:18],
-                          MGDMobileHeadSmall(num_classes, nn.BatchNorm2d, 0.1))
+                          CPSHead(num_classes, nn.BatchNorm2d, 0.1, 320, 24, 24))  # HeadSmall
 
 
 def mgd_wide_network(num_classes, layers=(3, 4, 6, 3)):

@@ -362,16 +362,16 @@ class CPSASPP(nn.Module):
 
 class CPSHead(nn.Module):
   def __init__(self, classify_classes, norm_act=nn.BatchNorm2d, bn_momentum=0.0003, in_channels=2048,
-               low_level_channels=256):
+               low_level_channels=256, reduce_channels=48):  # MGD's MobileNet HeadSmall: 320, 24, 24
     super(CPSHead, self).__init__()
     self.classify_classes = classify_classes
     self.aspp = CPSASPP(in_channels, 256, [6, 12, 18], norm_act=norm_act)
     self.reduce = nn.Sequential(
-        nn.Conv2d(low_level_channels, 48, 1, bias=False),
-        norm_act(48, momentum=bn_momentum),
+        nn.Conv2d(low_level_channels, reduce_channels, 1, bias=False),
+        norm_act(reduce_channels, momentum=bn_momentum),
         nn.ReLU(),
     )
-    self.last_conv = nn.Sequential(nn.Conv2d(304, 256, kernel_size=3, stride=1, padding=1, bias=False),
+    self.last_conv = nn.Sequential(nn.Conv2d(256 + reduce_channels, 256, 3, stride=1, padding=1, bias=False),
                                    norm_act(256, momentum=bn_momentum),
                                    nn.ReLU(),
                                    nn.Conv2d(256, 256, kernel_size=3, stride=1, padding=1, bias=False),
