@@ -31,7 +31,7 @@ convert by the timm rule of `inception_zoo.convert`, below the backbone's own na
   two 3x3 convs at 256 + BN + ReLU (`last_conv`); the classifier a separate 1x1 with bias (`classifier`);
   align_corners=True; BN eps 1e-5, momentum 0.1; head init Kaiming-normal fan_in (`init_weight`), BN 1 / 0.
   (MGD's MobileNet v2 student is not this: its backbone stays at output stride 32 with the last three blocks
-  dilated 2, 4, 8 and its low-level reduction keeps 24 channels.)
+  dilated 2, 4, 8 and its low-level reduction keeps 24 channels: projects/mgd's `deeplabv3plus_mobilenetv2_mgd`.)
 
 `aux=True` adds an FCN head on C4 (torchvision's FCNHead: 3x3 conv to `aux_channels` + BN + ReLU, dropout 0.1,
 1x1 to the classes, `aux_classifier`). `model.apply(variables, images, train=False)` on NHWC images returns
