@@ -50,7 +50,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.total_steps = 200
     c.optimizer.update(wd_mask="no_norm_bias")
     c.schedule.update(base_lr=0.05, warmup_epochs=0.0)
-    c.mgd.update(image_weight=0.001, region_weight=100.0, images_per_device=c.input.batch_size)
+    c.mgd.images_per_device = c.input.batch_size  # the image-level sum over the whole batch (one "GPU")
     c.log_every = 50
     c.checkpoint_every = 200
     c.mesh.data = 1

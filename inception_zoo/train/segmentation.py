@@ -60,6 +60,12 @@ def ohem_cross_entropy(logits, labels, thresh: float = 0.7, min_kept: int = 100_
   return pixel_cross_entropy(logits, labels, ignore, kept)
 
 
+def pixel_accuracy(logits, labels, ignore: int = IGNORE):
+  """The fraction of labelled pixels whose argmax is their label (0 when none is labelled)."""
+  labelled = labels != ignore
+  return jnp.sum((jnp.argmax(logits, -1) == labels) * labelled) / jnp.maximum(jnp.sum(labelled), 1)
+
+
 def make_loss(config: ml_collections.ConfigDict):
   loss = config.loss
   if loss.ohem_thresh:
@@ -83,9 +89,8 @@ def make_train_step(model, tx, config: ml_collections.ConfigDict):
 
     (loss, (losses, logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     new, grad_norm = update_state(state, grads, loss, batch_stats, tx, config)
-    labelled = batch["label"] != IGNORE
-    accuracy = jnp.sum((jnp.argmax(logits, -1) == batch["label"]) * labelled) / jnp.maximum(jnp.sum(labelled), 1)
-    return new, {"loss": loss, "pixel_accuracy": accuracy, "grad_norm": grad_norm, **losses}
+    return new, {"loss": loss, "pixel_accuracy": pixel_accuracy(logits, batch["label"]), "grad_norm": grad_norm,
+                 **losses}
 
   return train_step
 

@@ -5,6 +5,7 @@ import shutil
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -35,7 +36,7 @@ def tiny(name):
   return dict(type(create_model(name)).tiny_options)
 
 
-def shapes_config(tmp_path, steps: int = 2) -> "ml_collections.ConfigDict":  # noqa: F821
+def shapes_config(tmp_path, steps: int = 2) -> ml_collections.ConfigDict:
   """The CPU setting on 32 scenes of 48 px (8 labelled), tiny networks and random teachers."""
   c = experiment.get_config("runlocal")
   del c["prepare"]

@@ -117,11 +117,9 @@ def make_train_step(s: Setup, config: ml_collections.ConfigDict):
 
     (loss, (terms, logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     new, grad_norm = update_state(state, grads, loss, batch_stats, tx, config)
-    labelled = batch["label"] != segmentation.IGNORE
-    accuracy = jnp.sum((jnp.argmax(logits, -1) == batch["label"]) * labelled) / jnp.maximum(jnp.sum(labelled), 1)
     agreement = jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(targets["image"]["labelled"], -1))
-    return new, {"loss": loss, "pixel_accuracy": accuracy, "teacher_agreement": agreement, "grad_norm": grad_norm,
-                 **terms}
+    return new, {"loss": loss, "pixel_accuracy": segmentation.pixel_accuracy(logits, batch["label"]),
+                 "teacher_agreement": agreement, "grad_norm": grad_norm, **terms}
 
   return train_step
 
